@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make book` and `make test`.
+# Each creates (or reuses) .venv and installs requirements.txt into it first.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: test book venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v 'is ignored' || true
+	$(PY) -m pip install -q -r requirements.txt -e . 2>&1 | grep -v 'is ignored' || true
+	$(PY) -c "import byol_lite, torch, torchvision, jupyter_book" && touch $(STAMP)
+
+# Every test: unit tests, then every chapter executed by nbval, a papermill run with a
+# non-default parameter file, and the book build.
+test: $(STAMP)
+	$(PY) -m pytest
+	$(MAKE) book
+
+# Executes every chapter on the embedded default data and renders HTML into _build/html.
+book: $(STAMP)
+	rm -rf _build/.jupyter_cache
+	.venv/bin/jupyter-book build . --all -W -n --keep-going
+
+clean:
+	rm -rf _build runs

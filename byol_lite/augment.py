@@ -1,0 +1,280 @@
+"""BYOL's two view distributions, applied to a whole batch on its own device.
+
+Every image draws its own crop, flip, jitter, grayscale, blur and solarize parameters, as in
+the official code (byol-pytorch draws one set per batch). Parameters are drawn on the CPU
+from a ``torch.Generator``, so a seed gives the same views on any device; the pixel work runs
+where the batch lives (GPU or CPU), with no per-image PIL loop.
+
+The geometric part (crop box, flip) is returned on request, so a mask or a coordinate map
+can follow a view exactly (:func:`apply_geometry`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """One view distribution. Defaults are the paper's (Table 6) common part."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 1.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
+
+
+VIEW1 = ViewConfig(blur_p=1.0, solarize_p=0.0)   # T
+VIEW2 = ViewConfig(blur_p=0.1, solarize_p=0.2)   # T'
+
+
+def paper_views(crop_min_scale: float = 0.08, jitter_strength: float = 1.0,
+                blur_p: tuple[float, float] = (1.0, 0.1), solarize_p: tuple[float, float] = (0.0, 0.2),
+                ) -> tuple[ViewConfig, ViewConfig]:
+    """The paper's pair, with the knobs chapters and ablations turn (jitter strength scales all four factors)."""
+    def make(base: ViewConfig, blur: float, sol: float) -> ViewConfig:
+        return replace(base, crop_scale=(crop_min_scale, 1.0), blur_p=blur, solarize_p=sol,
+                       brightness=0.4 * jitter_strength, contrast=0.4 * jitter_strength,
+                       saturation=0.2 * jitter_strength, hue=min(0.5, 0.1 * jitter_strength))
+    return make(VIEW1, blur_p[0], solarize_p[0]), make(VIEW2, blur_p[1], solarize_p[1])
+
+
+@dataclass
+class ViewParams:
+    """Per-image parameters of one view (CPU tensors, first dimension = batch).
+
+    ``boxes`` are crop boxes ``(x0, y0, x1, y1)`` as fractions of the input's width/height;
+    ``flipped`` says the crop was mirrored left-right after cropping.
+    """
+
+    boxes: torch.Tensor        # [B, 4] float
+    flipped: torch.Tensor      # [B] bool
+    jittered: torch.Tensor     # [B] bool
+    factors: torch.Tensor      # [B, 4] brightness, contrast, saturation, hue shift
+    order: torch.Tensor        # [B, 4] permutation of the four jitter operations
+    grayscale: torch.Tensor    # [B] bool
+    blurred: torch.Tensor      # [B] bool
+    sigma: torch.Tensor        # [B] float
+    solarized: torch.Tensor    # [B] bool
+
+    def first_for_all(self) -> "ViewParams":
+        """The first image's parameters repeated over the batch (one draw per batch, as byol-pytorch does)."""
+        return ViewParams(**{k: v[:1].expand_as(v).clone() for k, v in vars(self).items()})
+
+
+def _uniform(gen, n, lo, hi):
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def sample_params(batch: int, height: int, width: int, cfg: ViewConfig, gen: torch.Generator) -> ViewParams:
+    """Draws one view's parameters for ``batch`` images of ``height × width``.
+
+    The crop follows ``RandomResizedCrop``: up to 10 tries for an (area, aspect) pair that fits,
+    else a centre crop at the nearest allowed aspect.
+    """
+    tries = 10
+    area = height * width * _uniform(gen, (batch, tries), *cfg.crop_scale)
+    log_r = _uniform(gen, (batch, tries), math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
+    ratio = torch.exp(log_r)
+    w = torch.sqrt(area * ratio)
+    h = torch.sqrt(area / ratio)
+    ok = (w <= width) & (h <= height)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((batch,), -1))
+    idx = first.clamp(min=0)
+    w = w.gather(1, idx[:, None])[:, 0]
+    h = h.gather(1, idx[:, None])[:, 0]
+    # Fallback: the whole image, cut to the nearest allowed aspect ratio.
+    in_ratio = width / height
+    if in_ratio < cfg.crop_ratio[0]:
+        fw, fh = width, width / cfg.crop_ratio[0]
+    elif in_ratio > cfg.crop_ratio[1]:
+        fw, fh = height * cfg.crop_ratio[1], height
+    else:
+        fw, fh = width, height
+    failed = first < 0
+    w = torch.where(failed, torch.full_like(w, fw), w)
+    h = torch.where(failed, torch.full_like(h, fh), h)
+    u = torch.rand(batch, 2, generator=gen)
+    x0 = torch.where(failed, (width - w) / 2, u[:, 0] * (width - w))
+    y0 = torch.where(failed, (height - h) / 2, u[:, 1] * (height - h))
+    boxes = torch.stack([x0 / width, y0 / height, (x0 + w) / width, (y0 + h) / height], dim=1)
+
+    flipped = torch.rand(batch, generator=gen) < cfg.flip_p
+    jittered = torch.rand(batch, generator=gen) < cfg.jitter_p
+    factors = torch.stack([
+        _uniform(gen, batch, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness),
+        _uniform(gen, batch, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast),
+        _uniform(gen, batch, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation),
+        _uniform(gen, batch, -cfg.hue, cfg.hue),
+    ], dim=1)
+    order = torch.argsort(torch.rand(batch, 4, generator=gen), dim=1)
+    grayscale = torch.rand(batch, generator=gen) < cfg.grayscale_p
+    blurred = torch.rand(batch, generator=gen) < cfg.blur_p
+    sigma = _uniform(gen, batch, *cfg.blur_sigma)
+    solarized = torch.rand(batch, generator=gen) < cfg.solarize_p
+    return ViewParams(boxes, flipped, jittered, factors, order, grayscale, blurred, sigma, solarized)
+
+
+def _affine(params: ViewParams, device) -> torch.Tensor:
+    """``affine_grid`` matrices mapping output coordinates to the crop box (mirrored if flipped)."""
+    b = params.boxes.to(device=device, dtype=torch.float32)
+    sx = b[:, 2] - b[:, 0]
+    sy = b[:, 3] - b[:, 1]
+    cx = b[:, 0] + b[:, 2] - 1       # box centre in [-1, 1] coordinates
+    cy = b[:, 1] + b[:, 3] - 1
+    sx = torch.where(params.flipped.to(device), -sx, sx)
+    theta = torch.zeros(len(b), 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, cx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, cy
+    return theta
+
+
+def apply_geometry(x: torch.Tensor, params: ViewParams, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Crops, resizes to ``size × size`` and flips ``x`` [B, C, H, W] as the view did.
+
+    Use ``mode="nearest"`` for masks (integer tensors are returned in their own dtype), and
+    any ``size`` (e.g. a feature map's) to get the view's mask at that resolution.
+    """
+    theta = _affine(params, x.device)
+    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
+    src = x if x.is_floating_point() else x.float()
+    out = F.grid_sample(src, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out if x.is_floating_point() else out.round().to(x.dtype)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
+
+def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB → HSV, rotate hue by ``shift`` (fraction of a turn, per image), → RGB."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(maxc == r, (g - b) / safe,
+                    torch.where(maxc == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    h = torch.where(delta > 0, h / 6, torch.zeros_like(h))
+    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    v = maxc
+    # HSV → RGB with the continuous formula (no branches): f(n) = v − v·s·max(0, min(k, 4 − k, 1)).
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6 * h.unsqueeze(1), 6)
+    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def _jitter_op(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
+    f4 = f.view(-1, 1, 1, 1)
+    if op == 0:    # brightness
+        out = x * f4
+    elif op == 1:  # contrast: blend with the image's mean grey level
+        out = f4 * x + (1 - f4) * _gray(x).mean(dim=(2, 3), keepdim=True)
+    elif op == 2:  # saturation: blend with the pixel's grey level
+        out = f4 * x + (1 - f4) * _gray(x)
+    else:          # hue
+        return _shift_hue(x, f)
+    return out.clamp_(0, 1)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Separable Gaussian blur with a per-image σ, as one grouped convolution per axis."""
+    n, c, h, w = x.shape
+    half = kernel // 2
+    t = torch.arange(kernel, device=x.device, dtype=x.dtype) - half
+    k = torch.exp(-0.5 * (t[None] / sigma.to(x.device, x.dtype)[:, None]) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, dim=0)          # [n·c, K]
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (half, half, 0, 0), mode="reflect"), k[:, None, None, :], groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, half, half), mode="reflect"), k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def blur_kernel_size(size: int) -> int:
+    """≈10% of the side, odd: 23 at 224 px (the paper's), 7 at 64 px."""
+    return max(3, 2 * round(0.05 * size) + 1)
+
+
+class BYOLAugment:
+    """Callable producing two normalised views ``[B, 3, size, size]`` from a uint8 or [0, 1] float batch.
+
+    ``per_sample=False`` gives every image of a batch the same parameters (to show why that is worse).
+    """
+
+    def __init__(self, size: int, view1: ViewConfig = VIEW1, view2: ViewConfig = VIEW2,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, per_sample: bool = True, interpolation: str = "bicubic"):
+        self.size, self.view1, self.view2 = size, view1, view2
+        self.mean, self.std = mean, std
+        self.per_sample = per_sample
+        self.interpolation = interpolation
+        self.kernel = blur_kernel_size(size)
+
+    @staticmethod
+    def _generator(seed_or_gen) -> torch.Generator:
+        if isinstance(seed_or_gen, torch.Generator):
+            return seed_or_gen
+        gen = torch.Generator()
+        if seed_or_gen is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed_or_gen))
+        return gen
+
+    def params(self, batch: int, height: int, width: int, cfg: ViewConfig, gen: torch.Generator) -> ViewParams:
+        p = sample_params(batch, height, width, cfg, gen)
+        return p if self.per_sample else p.first_for_all()
+
+    def apply(self, images: torch.Tensor, params: ViewParams, cfg: ViewConfig) -> torch.Tensor:
+        """Renders one view of ``images`` with drawn ``params`` (``cfg`` gives the solarize threshold)."""
+        x = images.float() / 255 if not images.is_floating_point() else images.float()
+        dev = x.device
+        x = apply_geometry(x, params, self.size, mode=self.interpolation).clamp_(0, 1)
+
+        jit = params.jittered.to(dev)
+        factors = params.factors.to(dev)
+        order = params.order.to(dev)
+        for slot in range(4):
+            for op in range(4):
+                idx = torch.nonzero(jit & (order[:, slot] == op)).flatten()
+                if idx.numel():
+                    x[idx] = _jitter_op(x[idx], op, factors[idx, op])
+
+        x = torch.where(params.grayscale.to(dev).view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
+        idx = torch.nonzero(params.blurred.to(dev)).flatten()
+        if idx.numel():
+            x[idx] = _gaussian_blur(x[idx], params.sigma.to(dev)[idx], self.kernel)
+        sol = params.solarized.to(dev).view(-1, 1, 1, 1)
+        x = torch.where(sol & (x >= cfg.solarize_threshold), 1 - x, x)
+        mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, images: torch.Tensor, generator=None, return_params: bool = False):
+        gen = self._generator(generator)
+        b, _, h, w = images.shape
+        p1 = self.params(b, h, w, self.view1, gen)
+        p2 = self.params(b, h, w, self.view2, gen)
+        v1, v2 = self.apply(images, p1, self.view1), self.apply(images, p2, self.view2)
+        return ((v1, v2), (p1, p2)) if return_params else (v1, v2)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to [0, 1] for display."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x * std + mean).clamp(0, 1)

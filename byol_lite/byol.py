@@ -1,0 +1,105 @@
+"""The BYOL model: online and target networks, the regression loss and the EMA target update.
+
+Sharp edges this module gets right (each has a test in ``tests/test_byol.py``):
+- the predictor exists on the online side only;
+- the target never receives gradients and changes only through the EMA;
+- the loss is symmetric, and the two directions are *summed* (averaging halves the
+  effective learning rate under LARS);
+- both views go through both networks separately, so BatchNorm statistics are per view,
+  as in the official implementation; the target runs in training mode (batch statistics).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from byol_lite.heads import MLPHead
+
+
+def regression_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``2 − 2·cos(p, z)`` per sample (shape ``[B]``), i.e. ``‖p̄ − z̄‖²`` of the L2-normalised vectors.
+
+    Computed in float32 even under autocast: the cosine of nearly equal bf16 vectors loses
+    most of its digits.
+    """
+    p = F.normalize(p.float(), dim=-1)
+    z = F.normalize(z.float(), dim=-1)
+    return 2 - 2 * (p * z).sum(dim=-1)
+
+
+def cosine_tau(step: int, total_steps: int, base_tau: float = 0.996) -> float:
+    """τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2: ``base_tau`` at step 0, exactly 1.0 at ``total_steps``."""
+    if total_steps <= 0:
+        return 1.0
+    k = min(max(step, 0), total_steps)
+    return 1.0 - (1.0 - base_tau) * (math.cos(math.pi * k / total_steps) + 1.0) / 2.0
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """In place, parameters only: ξ ← τ·ξ + (1 − τ)·θ, as one fused multi-tensor operation.
+
+    Buffers (BatchNorm running statistics) are left alone: the target computes its own in
+    its training-mode forward passes.
+    """
+    t_params = list(target.parameters())
+    o_params = list(online.parameters())
+    if len(t_params) != len(o_params) or any(t.shape != o.shape for t, o in zip(t_params, o_params)):
+        raise ValueError("target and online networks differ in structure; cannot apply the EMA update")
+    # lerp(ξ, θ, 1 − τ) = ξ + (1 − τ)(θ − ξ) = τξ + (1 − τ)θ, exact at τ = 1 (no change) and τ = 0 (copy).
+    torch._foreach_lerp_(t_params, o_params, 1.0 - tau)
+
+
+@dataclass
+class BYOLOutput:
+    loss: torch.Tensor          # scalar: both directions summed, each averaged over the batch
+    online_proj: torch.Tensor   # [2B, D] online projections z (view 1 then view 2), for the collapse monitor
+    online_pred: torch.Tensor   # [2B, D] predictions p
+    target_proj: torch.Tensor   # [2B, D] target projections z' (no grad)
+
+
+class BYOL(nn.Module):
+    """``online = encoder → projector`` (+ ``predictor``); ``target`` = a copy of ``online`` updated by EMA.
+
+    ``predictor=False`` removes the predictor (an ablation: with τ = 0 it collapses).
+    """
+
+    def __init__(self, encoder: nn.Module, proj_hidden: int = 4096, proj_dim: int = 256,
+                 pred_hidden: int = 4096, predictor: bool = True):
+        super().__init__()
+        feat_dim = encoder.num_features
+        self.online = nn.ModuleDict({"encoder": encoder, "projector": MLPHead(feat_dim, proj_hidden, proj_dim)})
+        self.predictor = MLPHead(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
+        self.target = copy.deepcopy(self.online)
+        self.target.requires_grad_(False)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The online encoder: what pretraining is for, and what fine-tuning starts from."""
+        return self.online["encoder"]
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def _online(self, x):
+        z = self.online["projector"](self.online["encoder"](x)[0])
+        return self.predictor(z), z
+
+    @torch.no_grad()
+    def _target(self, x):
+        return self.target["projector"](self.target["encoder"](x)[0])
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> BYOLOutput:
+        p1, z1 = self._online(view1)
+        p2, z2 = self._online(view2)
+        t1, t2 = self._target(view1), self._target(view2)
+        loss = regression_loss(p1, t2).mean() + regression_loss(p2, t1).mean()
+        return BYOLOutput(loss, torch.cat([z1, z2]), torch.cat([p1, p2]), torch.cat([t1, t2]))
+
+    def update_target(self, tau: float) -> None:
+        ema_update_(self.target, self.online, tau)

@@ -1,0 +1,69 @@
+"""Crash-safe checkpoint files.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then
+renamed over the old one: a crash mid-write leaves the previous good checkpoint intact.
+Loading never unpickles code (``weights_only=True``): a downloaded file cannot run anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on every platform/filesystem
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    _atomic_write(Path(path), lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` restricted to tensors and plain containers; anything else is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: refused to load — the file contains Python objects beyond tensors and plain "
+            f"containers, which could run code when unpickled ({str(err).splitlines()[0]}). "
+            "Only load checkpoints from sources you trust, re-saved as plain state_dicts."
+        ) from None
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None

@@ -1,0 +1,26 @@
+"""``python -m byol_lite <command>``: one sub-command per workflow, each defined next to its code."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module that defines ``add_cli(subparsers)``; imported lazily so ``--help`` is quick.
+COMMANDS = {
+    "pretrain": "byol_lite.pretrain",
+    "data": "byol_lite.data.cli",
+    "finetune": "byol_lite.finetune",   # also adds `evaluate` and `predict`
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m byol_lite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_cli(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

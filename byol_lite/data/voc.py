@@ -1,0 +1,213 @@
+"""The PASCAL VOC 2012 segmentation layout: reading it, and saying exactly what is wrong with it.
+
+Why: a segmentation run that dies at step 3,000 on one bad mask, or silently trains on colour
+codes read as labels, wastes an evening. Every failure here names the offending file, what was
+found and what was expected, and the same per-file checks back ``python -m byol_lite data check``.
+Decoding uses PIL (torchvision's own decoders are deprecated since 0.29 in favour of TorchCodec,
+and PIL is what reads palette PNGs as indices anyway).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from byol_lite.data.palette import IGNORE_INDEX, VOC_CLASSES
+
+SPLITS = ("train", "val", "trainval", "train_aug")
+# List-file names used for train_aug by the common converters (ours writes train_aug.txt).
+TRAIN_AUG_LISTS = ("train_aug.txt", "trainaug.txt", "aug.txt")
+INDEX_MODES = ("P", "L", "1", "I", "I;16")
+
+EXPECTED_TREE = """ROOT/VOCdevkit/VOC2012/
+  JPEGImages/<id>.jpg
+  SegmentationClass/<id>.png        (8-bit palette or grey PNG, pixel value = class index, 255 = ignore)
+  SegmentationClassAug/<id>.png     (train_aug only)
+  ImageSets/Segmentation/{train,val,trainval}.txt  (+ train_aug.txt)"""
+
+
+class DatasetError(ValueError):
+    """A bad file in a dataset; ``path`` is the file and ``problem`` a short key used by ``data check``."""
+
+    def __init__(self, path, problem: str, message: str):
+        super().__init__(message)
+        self.path = Path(path)
+        self.problem = problem
+
+
+def voc_dir(root) -> Path:
+    """``root/VOCdevkit/VOC2012``, or a FileNotFoundError that shows the expected tree."""
+    root = Path(root)
+    base = root / "VOCdevkit" / "VOC2012"
+    if not base.is_dir():
+        what = "does not exist" if not root.exists() else f"has no {base.relative_to(root)}/ folder"
+        raise FileNotFoundError(
+            f"{root} {what}: expected the folder that contains VOCdevkit/, laid out as\n{EXPECTED_TREE}\n"
+            f"Get real VOC with `python -m byol_lite data prepare-voc DEST` (see data/README.md) or the "
+            f"embedded dataset with `python -m byol_lite data synthetic --out DIR`.")
+    return base
+
+
+def split_file(root, split: str) -> Path:
+    """The list file of ``split``; FileNotFoundError naming it and the splits that do exist."""
+    base = voc_dir(root)
+    lists = base / "ImageSets" / "Segmentation"
+    names = TRAIN_AUG_LISTS if split == "train_aug" else (f"{split}.txt",)
+    for name in names:
+        if (lists / name).is_file():
+            return lists / name
+    found = sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
+    hint = (" train_aug is built from SBD by `python -m byol_lite data prepare-voc DEST`." if split == "train_aug"
+            else "")
+    raise FileNotFoundError(f"split file {lists / names[0]} is missing (split {split!r}); "
+                            f"splits found: {', '.join(found) or 'none'}.{hint}")
+
+
+def read_split(root, split: str) -> list[str]:
+    """Ids listed for ``split``, one per line (blank lines skipped)."""
+    path = split_file(root, split)
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"split file {path} is empty: expected one image id per line, e.g. 2007_000032")
+    return ids
+
+
+def read_classes(root) -> tuple[str, ...]:
+    """Class names: ``root/classes.txt`` when present (the synthetic set writes one), else the 21 VOC names."""
+    path = Path(root) / "classes.txt"
+    if path.is_file():
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        if not 1 <= len(names) <= 255:
+            raise ValueError(f"{path}: expected 1..255 class names, one per line, got {len(names)}")
+        return names
+    return VOC_CLASSES
+
+
+def read_image(path) -> torch.Tensor:
+    """uint8 ``[3, H, W]``; a truncated or unreadable file raises :class:`DatasetError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise DatasetError(path, "unreadable image",
+                           f"{path}: unreadable or truncated image ({err}); expected a complete JPEG/PNG — "
+                           f"re-extract or re-download it, or remove its id from the split list") from None
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
+def read_mask(path, num_classes: int = len(VOC_CLASSES)) -> torch.Tensor:
+    """int64 ``[H, W]`` class indices from a palette or 8-bit grey PNG; 255 = ignore.
+
+    Raises :class:`DatasetError` for a colour-coded RGB mask (with the conversion to offer), for
+    values outside ``0..num_classes-1`` and 255, and for an unreadable file.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise DatasetError(path, "unreadable mask",
+                           f"{path}: unreadable or truncated mask ({err}); expected a PNG of class indices") from None
+    if mode not in INDEX_MODES:
+        what = "colour-coded RGB" if mode in ("RGB", "RGBA") else f"{mode}-mode"
+        raise DatasetError(
+            path, "rgb mask",
+            f"{path}: {what} mask; expected class indices (an 8-bit palette 'P' or grey 'L' PNG, "
+            f"pixel value = class index). Convert VOC colours to indices with byol_lite.data.rgb_to_index, or "
+            f"rewrite every such mask in place with `python -m byol_lite data check ROOT --convert-rgb`.")
+    arr = arr.astype(np.int64)
+    bad = np.unique(arr[(arr < 0) | ((arr >= num_classes) & (arr != IGNORE_INDEX))])
+    if bad.size:
+        shown = ", ".join(map(str, bad[:8].tolist())) + (", ..." if bad.size > 8 else "")
+        raise DatasetError(path, "label values",
+                           f"{path}: label values {shown} outside 0..{num_classes - 1} and {IGNORE_INDEX} (ignore); "
+                           f"expected class indices of the {num_classes} classes")
+    return torch.from_numpy(arr)
+
+
+def check_sizes(image: torch.Tensor, mask: torch.Tensor, image_path, mask_path) -> None:
+    if tuple(image.shape[-2:]) != tuple(mask.shape[-2:]):
+        (ih, iw), (mh, mw) = image.shape[-2:], mask.shape[-2:]
+        raise DatasetError(mask_path, "size mismatch",
+                           f"{mask_path}: mask is {mw}x{mh} (WxH) but its image {image_path} is {iw}x{ih}; "
+                           f"a mask must have exactly its image's size")
+
+
+def _files_in(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return set()
+
+
+def missing_files(paths: Sequence[Path]) -> list[Path]:
+    """The paths that do not exist (one directory listing per folder, not one stat per file)."""
+    listings: dict[Path, set[str]] = {}
+    out = []
+    for p in paths:
+        if p.parent not in listings:
+            listings[p.parent] = _files_in(p.parent)
+        if p.name not in listings[p.parent]:
+            out.append(p)
+    return out
+
+
+def _raise_missing(missing: list[Path], total: int, what: str, split_path: Path) -> None:
+    shown = "\n  ".join(map(str, missing[:5])) + ("\n  ..." if len(missing) > 5 else "")
+    raise FileNotFoundError(f"{len(missing)} of {total} {what}s listed in {split_path} are missing:\n  {shown}\n"
+                            f"Re-extract the dataset, or remove those ids from the list "
+                            f"(`python -m byol_lite data check ROOT` lists every problem).")
+
+
+class VOCSegmentation(torch.utils.data.Dataset):
+    """``(image uint8 [3, H, W], mask int64 [H, W])`` pairs of a VOC-layout split.
+
+    ``root`` is the folder containing ``VOCdevkit/``; ``split`` one of train, val, trainval,
+    train_aug (masks from ``SegmentationClassAug/``), or any other list in
+    ``ImageSets/Segmentation/``. ``transforms(image, mask)`` (e.g. :func:`train_transforms`) is
+    applied jointly. Missing files are reported at construction; bad contents when an item is read.
+    """
+
+    def __init__(self, root, split: str = "train", transforms: Callable | None = None):
+        self.root = Path(root)
+        self.split = split
+        self.transforms = transforms
+        base = voc_dir(self.root)
+        self.classes = read_classes(self.root)
+        self.num_classes = len(self.classes)
+        self.ids = read_split(self.root, split)
+        list_path = split_file(self.root, split)
+        mask_dir = base / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass")
+        self.images = [base / "JPEGImages" / f"{i}.jpg" for i in self.ids]
+        self.masks = [mask_dir / f"{i}.png" for i in self.ids]
+        for paths, what in ((self.images, "image"), (self.masks, "mask")):
+            missing = missing_files(paths)
+            if missing:
+                _raise_missing(missing, len(paths), what, list_path)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image = read_image(self.images[index])
+        mask = read_mask(self.masks[index], self.num_classes)
+        check_sizes(image, mask, self.images[index], self.masks[index])
+        if self.transforms is not None:
+            image, mask = self.transforms(image, mask)
+        return image, mask
+
+    def __repr__(self) -> str:
+        return f"VOCSegmentation(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, classes={self.num_classes})"

@@ -1,0 +1,464 @@
+"""Fine-tuning for semantic segmentation and its evaluation, shared by the CLI and the notebooks.
+
+The recipe is the usual one for VOC (torchvision's reference, the BYOL paper's appendix): cross-entropy
+that ignores label 255, SGD with momentum 0.9 and weight decay 1e-4, a poly learning rate stepped every
+iteration, optionally an auxiliary FCN head on layer3. Only the backbone's starting point (``init``)
+changes between the arms of the BYOL-vs-random comparison.
+
+Reproducibility: which labeled images a run may use is a prefix of ONE permutation seeded by
+``subset_seed`` (so the 5% subset lies inside the 10% one, and the held-out images used for choosing the
+learning rate are never among them); the batch of step s is drawn from the permutation of its epoch and
+every image's augmentation, like dropout, from seeds derived from (seed, step). A resumed run therefore
+takes exactly the path of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params
+from byol_lite.metrics import ConfusionMatrix
+from byol_lite.optim import build_optimizer
+from byol_lite.runs import RunDir, autocast, pick_device
+from byol_lite.segmentation import (SegmentationModel, build_segmentation_model, load_segmentation_model, normalize,
+                                    predict_masks, save_segmentation_model)
+
+IGNORE_INDEX = 255
+
+
+def _f(default, help, choices=None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class FinetuneConfig:
+    """Every setting of a fine-tuning run: the one source of defaults for the CLI, notebooks and profiles."""
+
+    data: str = _f("synthetic", "labeled data: the embedded synthetic set or a VOC root", ["synthetic", "voc"])
+    data_root: Optional[str] = _f(None, "folder containing VOCdevkit/ (required for voc; for synthetic, where "
+                                        "to generate it, default data/)")
+    train_split: str = _f("train", "labeled split to train on (e.g. train, train_aug)")
+    val_split: str = _f("val", "split for the reported evaluation")
+    init: str = _f("random", "backbone start: random, byol (runs/pretrain), a pretraining run folder, "
+                             "or a torchvision-format ResNet state_dict file")
+    backbone: str = _f("resnet18", "torchvision ResNet (a pretraining run's own backbone wins)",
+                       ["resnet18", "resnet34", "resnet50"])
+    stem: str = _f("auto", "small = 3x3 stride-1 stem (auto: small for crops <= 96 px; a run's own stem wins)",
+                   ["auto", "small", "imagenet"])
+    width: int = _f(64, "channels of the first stage (a pretraining run's own width wins)")
+    output_stride: Optional[int] = _f(None, "8 or 16 by dilation (resnet50 only); default: the stem's own stride, "
+                                            "16 for an ImageNet-stem resnet50")
+    head: str = _f("fcn", "segmentation head (linear = one 1x1 conv)", ["fcn", "deeplabv3", "linear"])
+    freeze_backbone: bool = _f(False, "train only the head (with head=linear: the linear probe)")
+    aux: bool = _f(False, "auxiliary FCN head on layer3 during training")
+    aux_weight: float = _f(0.5, "weight of the auxiliary loss")
+    num_classes: Optional[int] = _f(None, "classes incl. background (default: the dataset's, 21 for VOC)")
+    label_fraction: float = _f(1.0, "fraction of the labeled pool to train on (nested subsets)")
+    holdout_fraction: float = _f(0.0, "fraction of the labeled split held out from training, for choosing the LR")
+    subset_seed: int = _f(0, "seed of the permutation that defines the label subsets and the held-out part")
+    eval_on: str = _f("val", "evaluate on the val split or on the held-out training images (LR selection)",
+                      ["val", "holdout"])
+    crop_size: int = _f(64, "training crop side in pixels (evaluation uses whole images)")
+    scale_min: float = _f(0.5, "smallest random rescaling factor")
+    scale_max: float = _f(2.0, "largest random rescaling factor")
+    batch_size: int = _f(16, "crops per step")
+    steps: int = _f(1000, "training iterations (the poly schedule spans them)")
+    optimizer: str = _f("sgd", "optimizer (biases and BatchNorm get no weight decay)", ["sgd", "adamw"])
+    lr: float = _f(0.01, "peak learning rate")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(1e-4, "weight decay")
+    poly_power: float = _f(0.9, "poly schedule: lr * (1 - step/steps) ** power")
+    eval_every: int = _f(0, "also evaluate every N steps (0: only at the end)")
+    eval_batch_size: int = _f(8, "images per evaluation forward pass (same-size images are batched)")
+    device: str = _f("auto", "cuda, cpu, or auto (CUDA when present)")
+    precision: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
+    channels_last: Optional[bool] = _f(None, "channels_last memory format (default: on for CUDA)")
+    num_workers: int = _f(0, "DataLoader worker processes")
+    seed: int = _f(0, "seed of the head's initialisation, batch order, augmentation and dropout")
+    out_dir: str = _f("runs/finetune", "run folder: config, metrics.jsonl, last.pt, model.pt, done.json")
+    log_every: int = _f(10, "log training metrics every N steps")
+    checkpoint_every: int = _f(100, "write a checkpoint every N steps")
+    stop_after_steps: int = _f(0, "pause after this many steps (checkpointed; continue with resume)")
+    resume: bool = _f(False, "continue the run in out_dir from its last checkpoint")
+    overwrite: bool = _f(False, "start again in out_dir (the old folder is kept aside)")
+    force_resume: bool = _f(False, "resume even if settings differ from the run's")
+    progress: bool = _f(True, "show a progress bar")
+
+
+# Settings that may change when a run is resumed: they do not alter the trajectory.
+RESUMABLE_CHANGES = ("device", "num_workers", "log_every", "progress", "checkpoint_every", "stop_after_steps",
+                     "eval_every", "eval_batch_size")
+
+
+# --------------------------------------------------------------------------- label subsets
+def _count(fraction: float, n: int, what: str) -> int:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{what} must be in (0, 1], got {fraction}")
+    return max(1, round(fraction * n))
+
+
+def labeled_split(ids: Sequence, fraction: float = 1.0, holdout_fraction: float = 0.0,
+                  seed: int = 0) -> tuple[list, list]:
+    """``(train, holdout)`` from one permutation of ``ids`` seeded by ``seed``.
+
+    The held-out part is the permutation's tail and the training subset a prefix of the rest, so subsets
+    for growing ``fraction`` are nested and never touch the held-out images.
+    """
+    ids = list(ids)
+    if not 0 <= holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_holdout = round(holdout_fraction * len(ids))
+    pool, holdout = order[: len(ids) - n_holdout], order[len(ids) - n_holdout:]
+    if not pool:
+        raise ValueError(f"holdout_fraction={holdout_fraction} leaves none of the {len(ids)} labeled images "
+                         "to train on")
+    train = pool[: _count(fraction, len(pool), "label_fraction")]
+    return [ids[i] for i in train], [ids[i] for i in holdout]
+
+
+def label_subset(ids: Sequence, fraction: float, seed: int = 0) -> list:
+    """The first ``round(fraction * len(ids))`` ids (at least one) of the permutation seeded by ``seed``."""
+    return labeled_split(ids, fraction, 0.0, seed)[0]
+
+
+# --------------------------------------------------------------------------- data
+class _Transformed(torch.utils.data.Dataset):
+    """Items ``(index, seed)`` → ``transform(*base[index])`` with the CPU RNG seeded by ``seed``.
+
+    The augmentation of an item then depends on its seed only, not on the worker process or on what
+    ran before, which is what makes resuming exact. The caller's RNG state is left untouched.
+    """
+
+    def __init__(self, base, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(*self.base[index])
+
+
+class _BatchPlan:
+    """The keys of the batches of steps ``start..total-1``: consecutive slices of an endless stream of
+    per-epoch permutations of ``indices`` (epoch e seeded by (seed, e)), each item with its own seed."""
+
+    def __init__(self, indices: list[int], batch_size: int, seed: int, start: int, total: int):
+        self.indices, self.batch_size, self.seed, self.start, self.total = indices, batch_size, seed, start, total
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self):
+        n, epoch, perm = len(self.indices), None, None
+        for step in range(self.start, self.total):
+            keys = []
+            for j in range(self.batch_size):
+                e, offset = divmod(step * self.batch_size + j, n)
+                if e != epoch:
+                    gen = torch.Generator().manual_seed(self.seed * 100_003 + e)
+                    epoch, perm = e, torch.randperm(n, generator=gen).tolist()
+                keys.append((self.indices[perm[offset]], (self.seed * 1_000_003 + step) * 4096 + j))
+            yield keys
+
+
+def _data_root(data: str, data_root: str | None):
+    """The folder containing VOCdevkit/: the embedded synthetic set (generated on first use) or the user's VOC."""
+    from byol_lite.data import ensure_synthetic
+
+    if data == "synthetic":
+        return ensure_synthetic(data_root)
+    if data_root is None:
+        raise ValueError("data=voc needs data_root: the folder that contains VOCdevkit/ (--data-root DIR)")
+    return data_root
+
+
+def _load_datasets(config: FinetuneConfig):
+    from byol_lite.data import VOCSegmentation
+
+    root = _data_root(config.data, config.data_root)
+    return VOCSegmentation(root, config.train_split), VOCSegmentation(root, config.val_split)
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: SegmentationModel, dataset, device: str | torch.device | None = None, precision: str = "auto",
+             batch_size: int = 8, channels_last: bool | None = None, num_workers: int = 0,
+             progress: bool = False) -> dict:
+    """One confusion matrix over the whole of ``dataset`` (items ``(uint8 image, int64 mask)``, any sizes).
+
+    Each image is segmented whole (images larger than the training crop included); same-size images
+    share a forward pass. Returns :meth:`ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
+    (rows = ground truth) as nested lists.
+    """
+    labels = getattr(dataset, "num_classes", model.num_classes)
+    if labels != model.num_classes:
+        raise ValueError(f"the model predicts {model.num_classes} classes but {dataset!r} has {labels}: evaluate "
+                         "on data labeled like the data it was fine-tuned on")
+    device = next(model.parameters()).device if device is None else pick_device(str(device))
+    model.to(device)
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(model.num_classes, ignore_index=IGNORE_INDEX)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=list)
+    for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress, leave=False):
+        groups: dict[tuple, list] = {}
+        for image, mask in batch:
+            groups.setdefault(tuple(image.shape), []).append((image, mask))
+        for items in groups.values():
+            images = normalize(torch.stack([im for im, _ in items]).to(device))
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                logits = model(images)["out"]
+            cm.update(logits.argmax(1), torch.stack([m for _, m in items]).to(device))
+    model.train(was_training)
+    return {**cm.compute(), "confusion_matrix": cm.matrix.tolist()}
+
+
+# --------------------------------------------------------------------------- training
+def poly_lr(step: int, total: int, peak_lr: float, power: float = 0.9) -> float:
+    """torchvision's segmentation schedule: ``peak_lr * (1 - step/total) ** power``, stepped per iteration."""
+    return peak_lr * (1 - step / total) ** power
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over labeled pixels; 0 (not NaN) for a batch whose crops are all void."""
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_dataset=None, **params) -> dict:
+    """Runs (or resumes) fine-tuning; ``params`` override ``config`` fields by name.
+
+    ``train_dataset``/``val_dataset``: optional labeled datasets of ``(uint8 [3,H,W], int64 [H,W])`` items,
+    untransformed (random scale/crop/flip are applied here); by default the splits named by the config.
+    Returns ``{"history": rows of metrics.jsonl, "metrics": the final evaluation (None when paused by
+    stop_after_steps), "run_dir": Path, "model": the SegmentationModel}``.
+    """
+    from byol_lite.data import train_transforms
+
+    config = from_params(FinetuneConfig, {**dataclasses.asdict(config or FinetuneConfig()), **params})
+    if (train_dataset is None) != (val_dataset is None):
+        raise ValueError("pass both train_dataset and val_dataset, or neither (to use config.data)")
+    if train_dataset is None:
+        train_dataset, val_dataset = _load_datasets(config)
+    labels = getattr(train_dataset, "num_classes", None)
+    num_classes = config.num_classes or labels or 21
+    if labels is not None and num_classes < labels:
+        raise ValueError(f"num_classes={num_classes} but {train_dataset!r} has {labels} classes: leave num_classes "
+                         "unset to use the dataset's")
+    train_ids, holdout_ids = labeled_split(range(len(train_dataset)), config.label_fraction,
+                                           config.holdout_fraction, config.subset_seed)
+    if config.eval_on == "holdout":
+        if not holdout_ids:
+            raise ValueError("eval_on=holdout needs holdout_fraction > 0 (e.g. 0.2)")
+        eval_dataset = torch.utils.data.Subset(train_dataset, holdout_ids)
+    else:
+        eval_dataset = val_dataset
+
+    device = pick_device(config.device)
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    torch.manual_seed(config.seed)
+    model = build_segmentation_model(config.init, config.backbone, config.stem, config.width,
+                                     image_size=config.crop_size, output_stride=config.output_stride,
+                                     num_classes=num_classes, head=config.head, aux=config.aux,
+                                     freeze_backbone=config.freeze_backbone)
+    spec = model.spec   # record what was resolved (auto stem, a pretraining run's architecture)
+    config = dataclasses.replace(config, backbone=spec["backbone"], stem=spec["stem"], width=spec["width"],
+                                 output_stride=spec["output_stride"], num_classes=num_classes)
+    run = RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
+                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume)
+    if run.done:
+        summary = json.loads((run.path / "done.json").read_text())
+        return {"history": run.read_metrics(), "metrics": summary["metrics"], "run_dir": run.path,
+                "model": load_segmentation_model(run.path)}
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config.optimizer, model.trainable_parameters(), config.lr, config.weight_decay,
+                                momentum=config.momentum)
+    step, history = 0, []
+    state = run.load_checkpoint() if config.resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        history = run.truncate_metrics(step)
+
+    def save():
+        run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                             "spec": model.spec, "config": dataclasses.asdict(config)})
+
+    def run_eval() -> dict:
+        return evaluate(model, eval_dataset, precision=config.precision, batch_size=config.eval_batch_size,
+                        channels_last=channels_last, num_workers=config.num_workers)
+
+    total = config.steps
+    stop = min(total, config.stop_after_steps) if config.stop_after_steps else total
+    items = _Transformed(train_dataset, train_transforms(config.crop_size, (config.scale_min, config.scale_max)))
+    plan = _BatchPlan(train_ids, config.batch_size, config.seed, step, stop)
+    loader = torch.utils.data.DataLoader(items, batch_sampler=plan, num_workers=config.num_workers,
+                                         pin_memory=device.type == "cuda")
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"fine-tuning ({config.init})", unit="step",
+               disable=not config.progress)
+    tick, seen, metrics = time.perf_counter(), 0, None
+    for images, masks in loader:
+        images = normalize(images.to(device, non_blocking=True))
+        masks = masks.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        lr = poly_lr(step, total, config.lr, config.poly_power)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(config.seed * 1_000_003 + step)   # dropout of this step, whatever came before
+        with autocast(device, config.precision):
+            out = model(images)
+        loss = _loss(out["out"], masks)
+        if config.aux:
+            loss = loss + config.aux_weight * _loss(out["aux"], masks)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) at step {step} with lr={lr:.4g}; the last good checkpoint is "
+                f"kept in {run.checkpoint_path}. Lower lr.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        seen += images.shape[0]
+        bar.update(1)
+
+        row = None
+        if step % config.log_every == 0 or step == total:
+            now = time.perf_counter()
+            row = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": seen / (now - tick)}
+            tick, seen = now, 0
+        if step == total or (config.eval_every and step % config.eval_every == 0):
+            metrics = run_eval()
+            row = {**(row or {"step": step}), f"{config.eval_on}_miou": metrics["miou"],
+                   f"{config.eval_on}_pixel_acc": metrics["pixel_acc"]}
+        if row is not None:
+            run.log(row)
+            history.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", f"{config.eval_on}_miou")})
+        if step % config.checkpoint_every == 0 or step in (stop, total):
+            save()
+    bar.close()
+    if step < total:
+        return {"history": history, "metrics": None, "run_dir": run.path, "model": model}
+    if metrics is None:   # resumed from the final checkpoint of a run that died before finishing
+        metrics = run_eval()
+    save_segmentation_model(model, run.path / "model.pt")
+    run.mark_done({"steps": total, "eval_on": config.eval_on, "n_train": len(train_ids),
+                   "n_holdout": len(holdout_ids), "n_eval": len(eval_dataset), "metrics": metrics})
+    return {"history": history, "metrics": metrics, "run_dir": run.path, "model": model}
+
+
+# --------------------------------------------------------------------------- command line
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("finetune", help="fine-tune a segmentation model on labeled images",
+                              description="Segmentation fine-tuning. --params FILE.yaml sets values from a "
+                                          "profile; options typed on the command line win.")
+    p.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
+    add_arguments(p, FinetuneConfig)
+    p.set_defaults(func=_run_finetune)
+
+    defaults = FinetuneConfig()
+    e = subparsers.add_parser("evaluate", help="mIoU of a fine-tuned model on a labeled split",
+                              description="Whole-image evaluation: per-class IoU, mIoU, pixel accuracy. Data "
+                                          "settings default to the fine-tuning run's own when --checkpoint is "
+                                          "a run folder.")
+    e.add_argument("--checkpoint", required=True, help="fine-tuning run folder, model.pt or last.pt")
+    e.add_argument("--data", choices=["synthetic", "voc"],
+                   help=f"labeled data (default: the run's, else {defaults.data})")
+    e.add_argument("--data-root", help="folder containing VOCdevkit/ (default: the run's)")
+    e.add_argument("--split", help=f"split to evaluate (default: the run's val_split, else {defaults.val_split})")
+    e.add_argument("--device", default="auto", help="cuda, cpu, or auto (default: auto)")
+    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="default: auto")
+    e.add_argument("--batch-size", type=int, default=defaults.eval_batch_size, help="images per forward pass")
+    e.add_argument("--out", metavar="FILE.json", help="also write the metrics and confusion matrix here")
+    e.set_defaults(func=_run_evaluate)
+
+    r = subparsers.add_parser("predict", help="segment images, writing VOC palette PNGs",
+                              description="Writes OUT/<image name>.png: an 8-bit palette PNG of class indices "
+                                          "with the VOC colours, as VOC's SegmentationClass stores them.")
+    r.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    r.add_argument("--checkpoint", required=True, help="fine-tuning run folder, model.pt or last.pt")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    r.add_argument("--device", default="auto", help="cuda, cpu, or auto (default: auto)")
+    r.set_defaults(func=_run_predict)
+
+
+def _run_finetune(args) -> int:
+    profile = load_yaml_params(args.params) if args.params else None
+    result = finetune(from_args(FinetuneConfig, args, profile))
+    m = result["metrics"]
+    if m is None:
+        print(f"paused: {result['run_dir']} (continue with --resume)")
+    else:
+        print(f"done: {result['run_dir']} mIoU {m['miou']:.4f}, pixel accuracy {m['pixel_acc']:.4f}")
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from byol_lite.data import VOCSegmentation
+
+    ckpt = Path(args.checkpoint)
+    model = load_segmentation_model(ckpt)
+    run_cfg = ckpt / "config.json" if ckpt.is_dir() else ckpt.parent / "config.json"
+    cfg = json.loads(run_cfg.read_text()) if run_cfg.is_file() else {}
+    data = args.data or cfg.get("data", "synthetic")
+    data_root = args.data_root or cfg.get("data_root")
+    split = args.split or cfg.get("val_split", "val")
+    dataset = VOCSegmentation(_data_root(data, data_root), split)
+    metrics = evaluate(model, dataset, device=args.device, precision=args.precision, batch_size=args.batch_size,
+                       progress=True)
+    names = getattr(dataset, "classes", [str(i) for i in range(len(metrics["iou"]))])
+    for name, iou in zip(names, metrics["iou"]):
+        print(f"{name:>14s}  {'absent' if math.isnan(iou) else f'{iou:.4f}'}")
+    print(f"mIoU {metrics['miou']:.4f}  pixel accuracy {metrics['pixel_acc']:.4f}  ({len(dataset)} images, {split})")
+    if args.out:
+        from byol_lite.checkpoint import atomic_write_json
+
+        atomic_write_json({**metrics, "split": split, "checkpoint": str(ckpt), "classes": list(names)}, args.out)
+    return 0
+
+
+def _run_predict(args) -> int:
+    from byol_lite.data.palette import save_mask
+    from byol_lite.data.voc import read_image
+
+    paths = [Path(p) for p in args.images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
+    stems = [p.stem for p in paths]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise ValueError(f"several input images share the name(s) {', '.join(clashes)}: their outputs would "
+                         "overwrite each other in --out; predict them into separate folders")
+    model = load_segmentation_model(args.checkpoint).to(pick_device(args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        mask = predict_masks(model, read_image(path)[None])[0]
+        save_mask(mask.to(torch.uint8).cpu(), out / f"{path.stem}.png")
+        print(out / f"{path.stem}.png")
+    return 0

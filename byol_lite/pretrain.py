@@ -1,0 +1,262 @@
+"""The BYOL pretraining loop, shared by the CLI (``python -m byol_lite pretrain``) and the notebooks.
+
+A run is reproducible from its config: the batch order of every epoch and the augmentation of
+every step are drawn from generators seeded by (seed, epoch) and (seed, step), so a run resumed
+from a checkpoint takes exactly the path an uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from byol_lite.augment import BYOLAugment, paper_views
+from byol_lite.backbones import build_backbone, save_backbone
+from byol_lite.byol import BYOL, cosine_tau
+from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params
+from byol_lite.diagnostics import collapse_std, effective_rank
+from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
+from byol_lite.runs import RunDir, autocast, pick_device, rng_state, set_rng_state
+
+
+def _f(default, help, choices=None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run. Defaults follow the paper where it makes sense on a laptop."""
+
+    data: str = _f("synthetic", "unlabeled images: the embedded synthetic set, a VOC root, or a folder tree",
+                   ["synthetic", "voc", "folder"])
+    data_root: Optional[str] = _f(None, "folder containing VOCdevkit/ (voc), the image folder (folder), "
+                                        "or where to generate the synthetic set (default data/)")
+    data_split: Optional[str] = _f(None, "VOC list to take images from (default trainval; e.g. train_aug)")
+    backbone: str = _f("resnet18", "torchvision ResNet", ["resnet18", "resnet34", "resnet50"])
+    stem: str = _f("auto", "small = 3x3 stride-1 stem without max-pool (auto: small for <= 96 px)",
+                   ["auto", "small", "imagenet"])
+    width: int = _f(64, "channels of the first stage (64 = torchvision's ResNet)")
+    image_size: int = _f(64, "side of each augmented view in pixels")
+    proj_hidden: int = _f(4096, "projector hidden size (paper: 4096)")
+    proj_dim: int = _f(256, "projection size (paper: 256)")
+    pred_hidden: int = _f(4096, "predictor hidden size (paper: 4096)")
+    predictor: bool = _f(True, "use the online predictor (without it, and with tau=0, BYOL collapses)")
+    batch_size: int = _f(64, "images per step (each gives two views)")
+    epochs: int = _f(10, "passes over the unlabeled images")
+    max_steps: int = _f(0, "stop after this many steps instead (0: epochs decide)")
+    optimizer: str = _f("lars", "optimizer", ["lars", "sgd", "adamw"])
+    base_lr: float = _f(0.45, "learning rate per 256 images (LR = base_lr * batch_size / 256)")
+    weight_decay: float = _f(1e-6, "weight decay on weights (not biases/BatchNorm)")
+    warmup_epochs: float = _f(1.0, "linear LR warm-up, then cosine decay")
+    base_tau: float = _f(0.99, "EMA coefficient at step 0 (cosine schedule rises to 1)")
+    tau_schedule: str = _f("cosine", "cosine (paper) or constant tau", ["cosine", "constant"])
+    crop_min_scale: float = _f(0.08, "smallest crop area fraction")
+    jitter_strength: float = _f(1.0, "multiplier of the colour-jitter strengths")
+    blur_p1: float = _f(1.0, "blur probability, view 1")
+    blur_p2: float = _f(0.1, "blur probability, view 2")
+    solarize_p1: float = _f(0.0, "solarize probability, view 1")
+    solarize_p2: float = _f(0.2, "solarize probability, view 2")
+    device: str = _f("auto", "cuda, cpu, or auto (CUDA when present)")
+    precision: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
+    channels_last: Optional[bool] = _f(None, "channels_last memory format (default: on for CUDA)")
+    num_workers: int = _f(0, "DataLoader workers for datasets too large to cache in memory")
+    seed: int = _f(0, "seed of initialisation, batch order and augmentation")
+    out_dir: str = _f("runs/pretrain", "run folder: config, metrics.jsonl, last.pt, backbone.pt")
+    log_every: int = _f(10, "log metrics every N steps")
+    rank_every: int = _f(100, "measure the features' effective rank every N steps (0: never)")
+    checkpoint_every: int = _f(100, "write a checkpoint every N steps")
+    resume: bool = _f(False, "continue the run in out_dir from its last checkpoint")
+    overwrite: bool = _f(False, "start again in out_dir (the old folder is kept aside)")
+    force_resume: bool = _f(False, "resume even if settings differ from the run's")
+    progress: bool = _f(True, "show a progress bar")
+
+
+# Settings that may change when a run is resumed: they do not alter the trajectory.
+RESUMABLE_CHANGES = ("device", "num_workers", "log_every", "progress", "checkpoint_every", "rank_every")
+
+
+@dataclass
+class PretrainResult:
+    model: BYOL
+    history: list[dict]
+    run_dir: Path
+
+
+def build_model(config: PretrainConfig) -> BYOL:
+    encoder = build_backbone(config.backbone, stem=config.stem, width=config.width, image_size=config.image_size)
+    return BYOL(encoder, config.proj_hidden, config.proj_dim, config.pred_hidden, predictor=config.predictor)
+
+
+def build_augment(config: PretrainConfig) -> BYOLAugment:
+    v1, v2 = paper_views(config.crop_min_scale, config.jitter_strength,
+                         (config.blur_p1, config.blur_p2), (config.solarize_p1, config.solarize_p2))
+    return BYOLAugment(config.image_size, v1, v2)
+
+
+def load_size(image_size: int) -> int:
+    """Images are stored a little larger than the views, so small crops keep some detail."""
+    return round(image_size * 1.25)
+
+
+def _images_source(config: PretrainConfig, dataset):
+    if dataset is not None:
+        return dataset
+    from byol_lite.data import unlabeled_dataset
+
+    return unlabeled_dataset(config.data, config.data_root, image_size=load_size(config.image_size),
+                             split=config.data_split)
+
+
+def _batches(images, batch_size: int, steps_per_epoch: int, seed: int, start_step: int, num_workers: int, pin: bool):
+    """Yields uint8 batches from ``start_step`` on; epoch e uses the permutation seeded by (seed, e)."""
+    cached = images if isinstance(images, torch.Tensor) else getattr(images, "images", None)
+    step = start_step
+    while True:
+        epoch, offset = divmod(step, steps_per_epoch)
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(images), generator=gen)[: steps_per_epoch * batch_size]
+        order = order.view(steps_per_epoch, batch_size)[offset:]
+        if cached is not None:
+            for idx in order:
+                yield cached[idx]
+        else:
+            loader = torch.utils.data.DataLoader(images, batch_sampler=order.tolist(), num_workers=num_workers,
+                                                 pin_memory=pin, persistent_workers=False)
+            yield from loader
+        step += len(order)
+
+
+def _probe_batch(images, n: int = 256) -> torch.Tensor:
+    """A fixed batch of un-augmented images for the effective-rank measurement."""
+    cached = images if isinstance(images, torch.Tensor) else getattr(images, "images", None)
+    if cached is not None:
+        return cached[:n]
+    return torch.stack([images[i] for i in range(min(n, len(images)))])
+
+
+@torch.no_grad()
+def feature_rank(model: BYOL, probe: torch.Tensor, augment: BYOLAugment, device) -> float:
+    encoder = model.encoder
+    was_training = encoder.training
+    encoder.eval()
+    x = torch.nn.functional.interpolate(probe.to(device).float() / 255, size=augment.size, mode="bilinear",
+                                        antialias=True, align_corners=False)
+    mean = torch.tensor(augment.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(augment.std, device=device).view(1, 3, 1, 1)
+    feats = encoder((x - mean) / std)[0]
+    encoder.train(was_training)
+    return effective_rank(feats)
+
+
+def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> PretrainResult:
+    """Runs (or resumes) BYOL pretraining; ``params`` override ``config`` fields by name.
+
+    ``dataset``: optional uint8 images ``[N, 3, S, S]`` (a tensor, or a Dataset of such tensors);
+    by default the images named by ``config.data``.
+    """
+    config = from_params(PretrainConfig, {**dataclasses.asdict(config or PretrainConfig()), **params})
+    device = pick_device(config.device)
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
+    images = _images_source(config, dataset)
+    steps_per_epoch = len(images) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"only {len(images)} images for batch_size={config.batch_size}: lower the batch size")
+    total = config.max_steps or config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    peak_lr = scaled_lr(config.base_lr, config.batch_size)
+
+    run = RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
+                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config.optimizer, model.trainable_parameters(), peak_lr, config.weight_decay)
+    augment = build_augment(config)
+    probe = _probe_batch(images) if config.rank_every else None
+
+    step, history = 0, []
+    state = run.load_checkpoint() if config.resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+        history = run.truncate_metrics(step)
+
+    def save():
+        run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                             "rng": rng_state(), "config": dataclasses.asdict(config)})
+        save_backbone(model.encoder, run.path / "backbone.pt")
+
+    batches = _batches(images, config.batch_size, steps_per_epoch, config.seed, step, config.num_workers,
+                       pin=device.type == "cuda")
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="BYOL pretraining", unit="step", disable=not config.progress)
+    tick, seen = time.perf_counter(), 0
+    while step < total:
+        batch = next(batches).to(device, non_blocking=True)
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        view1, view2 = augment(batch, gen)
+        if channels_last:
+            view1 = view1.contiguous(memory_format=torch.channels_last)
+            view2 = view2.contiguous(memory_format=torch.channels_last)
+        lr = warmup_cosine(step, total, warmup, peak_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(device, config.precision):
+            out = model(view1, view2)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(
+                f"non-finite BYOL loss ({out.loss.item()}) at step {step} with lr={lr:.4g}; the last good "
+                f"checkpoint is kept in {run.checkpoint_path}. Lower base_lr or check the input images.")
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        tau = cosine_tau(step, total, config.base_tau) if config.tau_schedule == "cosine" else config.base_tau
+        model.update_target(tau)
+        step += 1
+        seen += batch.shape[0]
+        bar.update(1)
+
+        if step % config.log_every == 0 or step in (1, total):
+            now = time.perf_counter()
+            row = {"step": step, "epoch": step / steps_per_epoch, "loss": out.loss.item(), "tau": tau, "lr": lr,
+                   "collapse_std": collapse_std(out.online_proj), "images_per_s": seen / (now - tick)}
+            if config.rank_every and (step % config.rank_every == 0 or step == total):
+                row["feature_rank"] = feature_rank(model, probe, augment, device)
+            run.log(row)
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", std=f"{row['collapse_std']:.3f}")
+            tick, seen = time.perf_counter(), 0
+        if step % config.checkpoint_every == 0 or step == total:
+            save()
+    bar.close()
+    if not run.done:
+        run.mark_done({"steps": total, "final": history[-1] if history else {}})
+    return PretrainResult(model, history, run.path)
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="BYOL pretraining on unlabeled images",
+                              description="BYOL pretraining. --params FILE.yaml sets values from a profile "
+                                          "(e.g. book/params/cpu-full.yaml); options typed on the command line win.")
+    p.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
+    add_arguments(p, PretrainConfig)
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    profile = load_yaml_params(args.params) if args.params else None
+    result = pretrain(from_args(PretrainConfig, args, profile))
+    last = result.history[-1] if result.history else {}
+    print(f"done: {result.run_dir} (step {last.get('step')}, loss {last.get('loss', math.nan):.4f})")
+    return 0

@@ -1,0 +1,136 @@
+"""Pictures of segmentation results: image / ground truth / prediction panels, per-class IoU, confusion matrix,
+and mIoU against the number of labels.
+
+Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: nothing accumulates in
+pyplot's global figure list, and a notebook shows a returned figure exactly once.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from byol_lite.data import VOC_CLASSES, VOC_PALETTE, colorize
+
+
+def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
+    names = list(class_names) if class_names is not None else list(VOC_CLASSES)
+    return names[:n] + [str(i) for i in range(len(names), n)]
+
+
+def _as_hwc(image) -> np.ndarray:
+    a = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    return a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a
+
+
+def show_segmentation(images, targets=None, preds=None, class_names: Sequence[str] | None = None,
+                      max_images: int = 4, panel_size: float = 2.2) -> Figure:
+    """One row per image: the image, its ground truth and/or prediction in VOC colours (void in cream),
+    and a legend of the classes that appear. ``images``: uint8 ``[N, 3, H, W]`` (or a list of such);
+    ``targets``/``preds``: index masks ``[N, H, W]``."""
+    n = min(len(images), max_images)
+    columns = [("image", images)] + [(t, m) for t, m in (("ground truth", targets), ("prediction", preds))
+                                     if m is not None]
+    fig = Figure(figsize=(panel_size * len(columns) + 1.8, panel_size * n), layout="constrained")
+    axes = np.asarray(fig.subplots(n, len(columns), squeeze=False))
+    present: set[int] = set()
+    for i in range(n):
+        for j, (title, data) in enumerate(columns):
+            ax = axes[i, j]
+            if j == 0:
+                ax.imshow(_as_hwc(data[i]))
+            else:
+                mask = np.asarray(data[i].cpu() if isinstance(data[i], torch.Tensor) else data[i])
+                present.update(int(v) for v in np.unique(mask) if v != 255)
+                ax.imshow(colorize(mask), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title)
+    names = _names(class_names, max(present, default=0) + 1)
+    handles = [Patch(color=VOC_PALETTE[c] / 255, label=names[c]) for c in sorted(present)]
+    handles.append(Patch(color=VOC_PALETTE[255] / 255, label="void (255)"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+    return fig
+
+
+def plot_class_iou(iou: Sequence[float], class_names: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """Horizontal IoU bars in each class's colour, the mIoU as a dashed line; absent classes (NaN) are marked."""
+    iou = [float(v) for v in iou]
+    names = _names(class_names, len(iou))
+    fig = Figure(figsize=(6, 0.3 * len(iou) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(iou))
+    ax.barh(y, [0 if math.isnan(v) else v for v in iou], color=VOC_PALETTE[: len(iou)] / 255, edgecolor="black",
+            linewidth=0.5)
+    for k, v in enumerate(iou):
+        ax.text(0.01 if math.isnan(v) else v + 0.01, k, "absent" if math.isnan(v) else f"{v:.2f}", va="center",
+                fontsize="small")
+    miou = float(np.nanmean(iou)) if not all(math.isnan(v) for v in iou) else math.nan
+    ax.axvline(miou, color="black", linestyle="--", linewidth=1, label=f"mIoU {miou:.3f}")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("IoU")
+    ax.legend(loc="lower right")
+    ax.set_title(title or "per-class IoU")
+    return fig
+
+
+def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, normalize: bool = True) -> Figure:
+    """Rows = ground truth, columns = prediction; ``normalize`` divides each row by its pixel count (so the
+    diagonal is each class's recall and rare classes stay visible)."""
+    m = np.asarray(matrix.cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=np.float64)
+    if normalize:
+        rows = m.sum(1, keepdims=True)
+        m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    names = _names(class_names, len(m))
+    side = 0.35 * len(m) + 2.5
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, label="fraction of the row's pixels" if normalize else "pixels")
+    if len(m) <= 12:
+        dark = 0.5 * (1 if normalize else m.max())
+        for (r, c), v in np.ndenumerate(m):
+            ax.text(c, r, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center", fontsize="x-small",
+                    color="white" if v > dark else "black")
+    ax.set_xticks(range(len(m)), names, rotation=90)
+    ax.set_yticks(range(len(m)), names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    return fig
+
+
+def plot_label_efficiency(rows: Sequence[dict], metric: str = "miou") -> Figure:
+    """``metric`` against the label fraction, one line per arm (mean over seeds, min–max band, seeds as dots).
+
+    ``rows``: dicts with ``arm``, ``label_fraction`` and ``metric``, as :func:`byol_lite.experiment.run_experiment`
+    writes them.
+    """
+    by_arm: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_arm[r["arm"]][float(r["label_fraction"])].append(float(r[metric]))
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for arm, points in sorted(by_arm.items()):
+        xs = sorted(points)
+        mean = [float(np.mean(points[x])) for x in xs]
+        line, = ax.plot(xs, mean, marker="o", label=f"{arm} (mean of {max(len(v) for v in points.values())} seeds)")
+        ax.fill_between(xs, [min(points[x]) for x in xs], [max(points[x]) for x in xs], color=line.get_color(),
+                        alpha=0.2)
+        for x in xs:
+            ax.scatter([x] * len(points[x]), points[x], color=line.get_color(), s=10, alpha=0.6)
+    ax.set_xscale("log")
+    fractions = sorted({float(r["label_fraction"]) for r in rows})
+    ax.set_xticks(fractions, [f"{100 * f:g}%" for f in fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("fraction of the labeled training pool used")
+    ax.set_ylabel("mIoU" if metric == "miou" else metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

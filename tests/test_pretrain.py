@@ -1,0 +1,85 @@
+"""The pretraining loop: it learns, it does not collapse, and it resumes exactly."""
+import json
+
+import pytest
+import torch
+
+import byol_lite.pretrain as pretrain_module
+from byol_lite.config import from_params
+from byol_lite.pretrain import PretrainConfig, pretrain
+from conftest import TINY
+
+
+def _summary(history, key):
+    return [row[key] for row in history]
+
+
+def test_byol_learns_while_tau0_without_predictor_collapses(blocks, tmp_path):
+    common = dict(TINY, max_steps=200, log_every=20, base_lr=0.45)
+    byol = pretrain(dataset=blocks, out_dir=tmp_path / "byol", **common).history
+    collapse = pretrain(dataset=blocks, out_dir=tmp_path / "collapse", predictor=False, base_tau=0.0,
+                        tau_schedule="constant", **common).history
+    loss, std = _summary(byol, "loss"), _summary(byol, "collapse_std")
+    healthy = 1 / 64 ** 0.5                                   # a spread over the 64-d sphere
+    assert byol[0]["step"] == 1 and sum(loss[-3:]) / 3 < loss[0] - 0.5   # the loss falls
+    assert min(std) > 0.5 * healthy                           # and the projections stay spread
+    c_std = _summary(collapse, "collapse_std")
+    assert sum(c_std[-3:]) / 3 < 0.15 * healthy               # the ablation collapses to a point
+    assert _summary(collapse, "loss")[-1] < 0.05              # ...with a trivially small loss
+
+
+def test_resume_is_exact(blocks, tmp_path, monkeypatch):
+    params = dict(TINY, max_steps=20, checkpoint_every=10, log_every=5, rank_every=10)
+    straight = pretrain(dataset=blocks, out_dir=tmp_path / "straight", **params)
+
+    real_save = pretrain_module.save_backbone
+
+    def crash_after_first_checkpoint(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module, "save_backbone", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(dataset=blocks, out_dir=tmp_path / "split", **params)
+    monkeypatch.setattr(pretrain_module, "save_backbone", real_save)
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 10
+    resumed = pretrain(dataset=blocks, out_dir=tmp_path / "split", resume=True, **params)
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    drop = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]
+    assert drop(straight.history) == drop(resumed.history)
+    logged = [json.loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 5, 10, 15, 20]
+
+
+def test_run_folder_is_never_clobbered(blocks, tmp_path):
+    params = dict(TINY, max_steps=2, out_dir=tmp_path / "run")
+    pretrain(dataset=blocks, **params)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        pretrain(dataset=blocks, **params)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    with pytest.raises(ValueError, match="batch_size: 32 in the run, 16 now"):
+        pretrain(dataset=blocks, **{**params, "batch_size": 16}, resume=True)
+    pretrain(dataset=blocks, **params, overwrite=True)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(kept) == 1 and (kept[0] / "last.pt").read_bytes() == before
+
+
+def test_unknown_or_illtyped_parameters_are_rejected():
+    with pytest.raises(ValueError, match="unknown parameter.*learning_rate.*valid parameters are: data, "):
+        from_params(PretrainConfig, {"learning_rate": 0.1})
+    with pytest.raises(TypeError, match="batch_size.*integer"):
+        from_params(PretrainConfig, {"batch_size": "many"})
+    assert from_params(PretrainConfig, {"batch_size": "16", "predictor": "false"}).predictor is False
+
+
+def test_target_runs_in_train_mode_and_checkpoint_loads_safely(blocks, tmp_path):
+    result = pretrain(dataset=blocks, out_dir=tmp_path / "r", **dict(TINY, max_steps=3))
+    assert result.model.target.training
+    state = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "step", "rng", "config"} <= set(state)
+    assert state["config"]["stem"] == "small"
