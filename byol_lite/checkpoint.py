@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+# Partial files are named ``.<target name>.<random>.tmp`` next to their target.
+TEMP_SUFFIX = ".tmp"
+
 
 def _fsync_dir(folder: Path) -> None:
     try:
@@ -30,7 +33,7 @@ def _fsync_dir(folder: Path) -> None:
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -46,6 +49,18 @@ def _atomic_write(path: Path, write) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    _atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the partial files a killed writer left in ``folder`` (never read; only clutter)."""
+    stale = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return stale
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:

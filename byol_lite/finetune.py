@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params
 from byol_lite.metrics import ConfusionMatrix
 from byol_lite.optim import build_optimizer
-from byol_lite.runs import RunDir, autocast, pick_device
+from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
+                             seed_all)
 from byol_lite.segmentation import (SegmentationModel, build_segmentation_model, load_segmentation_model, normalize,
                                     predict_masks, save_segmentation_model)
 
@@ -88,6 +89,8 @@ class FinetuneConfig:
     log_every: int = _f(10, "log training metrics every N steps")
     checkpoint_every: int = _f(100, "write a checkpoint every N steps")
     stop_after_steps: int = _f(0, "pause after this many steps (checkpointed; continue with resume)")
+    skip_nonfinite: bool = _f(False, "skip a batch whose loss or gradients are NaN/inf (counted) instead of "
+                                     "stopping the run")
     resume: bool = _f(False, "continue the run in out_dir from its last checkpoint")
     overwrite: bool = _f(False, "start again in out_dir (the old folder is kept aside)")
     force_resume: bool = _f(False, "resume even if settings differ from the run's")
@@ -96,7 +99,7 @@ class FinetuneConfig:
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.
 RESUMABLE_CHANGES = ("device", "num_workers", "log_every", "progress", "checkpoint_every", "stop_after_steps",
-                     "eval_every", "eval_batch_size")
+                     "eval_every", "eval_batch_size", "skip_nonfinite")
 
 
 # --------------------------------------------------------------------------- label subsets
@@ -274,7 +277,7 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
 
     device = pick_device(config.device)
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
-    torch.manual_seed(config.seed)
+    seed_all(config.seed)
     model = build_segmentation_model(config.init, config.backbone, config.stem, config.width,
                                      image_size=config.crop_size, output_stride=config.output_stride,
                                      num_classes=num_classes, head=config.head, aux=config.aux,
@@ -283,7 +286,8 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
     config = dataclasses.replace(config, backbone=spec["backbone"], stem=spec["stem"], width=spec["width"],
                                  output_stride=spec["output_stride"], num_classes=num_classes)
     run = RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
-                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume)
+                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume,
+                 dataset=f"train {dataset_fingerprint(train_dataset)}; val {dataset_fingerprint(val_dataset)}")
     if run.done:
         summary = json.loads((run.path / "done.json").read_text())
         return {"history": run.read_metrics(), "metrics": summary["metrics"], "run_dir": run.path,
@@ -294,17 +298,15 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config.optimizer, model.trainable_parameters(), config.lr, config.weight_decay,
                                 momentum=config.momentum)
-    step, history = 0, []
-    state = run.load_checkpoint() if config.resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-        history = run.truncate_metrics(step)
+    step, history, state = run.restore(model, optimizer) if config.resume else (0, [], {})
+    guard = NonFiniteGuard(run, config.skip_nonfinite, skipped=state.get("skipped_nonfinite", 0),
+                           advice="Lower lr.")
 
     def save():
+        guard.check_weights(step, model)
         run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                             "spec": model.spec, "config": dataclasses.asdict(config)})
+                             "spec": model.spec, "config": dataclasses.asdict(config),
+                             "skipped_nonfinite": guard.skipped})
 
     def run_eval() -> dict:
         return evaluate(model, eval_dataset, precision=config.precision, batch_size=config.eval_batch_size,
@@ -329,18 +331,18 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
         for group in optimizer.param_groups:
             group["lr"] = lr
         torch.manual_seed(config.seed * 1_000_003 + step)   # dropout of this step, whatever came before
+        guard.before_forward(model)
         with autocast(device, config.precision):
             out = model(images)
-        loss = _loss(out["out"], masks)
+        terms = {"main": _loss(out["out"], masks)}
         if config.aux:
-            loss = loss + config.aux_weight * _loss(out["aux"], masks)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss ({loss.item()}) at step {step} with lr={lr:.4g}; the last good checkpoint is "
-                f"kept in {run.checkpoint_path}. Lower lr.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            terms["aux"] = _loss(out["aux"], masks)
+        loss = terms["main"] + config.aux_weight * terms["aux"] if config.aux else terms["main"]
+        if guard.loss_ok(step, lr, loss, lambda: {f"{k} loss": v for k, v in terms.items()}):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if guard.grads_ok(step, lr, loss, model.named_parameters()):
+                optimizer.step()
         step += 1
         seen += images.shape[0]
         bar.update(1)
@@ -348,16 +350,17 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
         row = None
         if step % config.log_every == 0 or step == total:
             now = time.perf_counter()
-            row = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": seen / (now - tick)}
+            row = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": seen / (now - tick),
+                   "skipped_nonfinite": guard.skipped}
             tick, seen = now, 0
         if step == total or (config.eval_every and step % config.eval_every == 0):
             metrics = run_eval()
-            row = {**(row or {"step": step}), f"{config.eval_on}_miou": metrics["miou"],
-                   f"{config.eval_on}_pixel_acc": metrics["pixel_acc"]}
+            row = {**(row or {"step": step, "skipped_nonfinite": guard.skipped}),
+                   f"{config.eval_on}_miou": metrics["miou"], f"{config.eval_on}_pixel_acc": metrics["pixel_acc"]}
         if row is not None:
-            run.log(row)
+            row = run.log(row)
             history.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", f"{config.eval_on}_miou")})
+            bar.set_postfix(format_postfix(row, ("loss", f"{config.eval_on}_miou")))
         if step % config.checkpoint_every == 0 or step in (stop, total):
             save()
     bar.close()
@@ -367,7 +370,8 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
         metrics = run_eval()
     save_segmentation_model(model, run.path / "model.pt")
     run.mark_done({"steps": total, "eval_on": config.eval_on, "n_train": len(train_ids),
-                   "n_holdout": len(holdout_ids), "n_eval": len(eval_dataset), "metrics": metrics})
+                   "n_holdout": len(holdout_ids), "n_eval": len(eval_dataset), "metrics": metrics,
+                   "skipped_nonfinite": guard.skipped})
     return {"history": history, "metrics": metrics, "run_dir": run.path, "model": model}
 
 

@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 
 from byol_lite.augment import BYOLAugment, paper_views
 from byol_lite.backbones import build_backbone, save_backbone
-from byol_lite.byol import BYOL, cosine_tau
+from byol_lite.byol import BYOL, BYOLOutput, cosine_tau, regression_loss
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params
 from byol_lite.diagnostics import collapse_std, effective_rank
 from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
-from byol_lite.runs import RunDir, autocast, pick_device, rng_state, set_rng_state
+from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
+                             rng_state, seed_all, set_rng_state)
 
 
 def _f(default, help, choices=None):
@@ -71,6 +72,8 @@ class PretrainConfig:
     log_every: int = _f(10, "log metrics every N steps")
     rank_every: int = _f(100, "measure the features' effective rank every N steps (0: never)")
     checkpoint_every: int = _f(100, "write a checkpoint every N steps")
+    skip_nonfinite: bool = _f(False, "skip a batch whose loss or gradients are NaN/inf (counted) instead of "
+                                     "stopping the run")
     resume: bool = _f(False, "continue the run in out_dir from its last checkpoint")
     overwrite: bool = _f(False, "start again in out_dir (the old folder is kept aside)")
     force_resume: bool = _f(False, "resume even if settings differ from the run's")
@@ -78,7 +81,8 @@ class PretrainConfig:
 
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.
-RESUMABLE_CHANGES = ("device", "num_workers", "log_every", "progress", "checkpoint_every", "rank_every")
+RESUMABLE_CHANGES = ("device", "num_workers", "log_every", "progress", "checkpoint_every", "rank_every",
+                     "skip_nonfinite")
 
 
 @dataclass
@@ -132,6 +136,19 @@ def _batches(images, batch_size: int, steps_per_epoch: int, seed: int, start_ste
         step += len(order)
 
 
+def loss_terms(out: BYOLOutput) -> dict[str, float | str]:
+    """The two directions of the symmetric loss and the network outputs that are not finite:
+    what a non-finite loss message needs to say where the NaN came from."""
+    p1, p2 = out.online_pred.chunk(2)
+    t1, t2 = out.target_proj.chunk(2)
+    bad = [name for name, t in (("online prediction of view 1", p1), ("online prediction of view 2", p2),
+                                ("target projection of view 1", t1), ("target projection of view 2", t2))
+           if not bool(torch.isfinite(t).all())]
+    return {"view 1 -> view 2 term (prediction of view 1 vs target of view 2)": regression_loss(p1, t2).mean().item(),
+            "view 2 -> view 1 term (prediction of view 2 vs target of view 1)": regression_loss(p2, t1).mean().item(),
+            "non-finite outputs": ", ".join(bad) or "none"}
+
+
 def _probe_batch(images, n: int = 256) -> torch.Tensor:
     """A fixed batch of un-augmented images for the effective-rank measurement."""
     cached = images if isinstance(images, torch.Tensor) else getattr(images, "images", None)
@@ -163,7 +180,7 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     config = from_params(PretrainConfig, {**dataclasses.asdict(config or PretrainConfig()), **params})
     device = pick_device(config.device)
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
-    torch.manual_seed(config.seed)
+    seed_all(config.seed)
     model = build_model(config)
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
     images = _images_source(config, dataset)
@@ -175,7 +192,8 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     peak_lr = scaled_lr(config.base_lr, config.batch_size)
 
     run = RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
-                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume)
+                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume,
+                 dataset=dataset_fingerprint(images))
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -183,18 +201,17 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     augment = build_augment(config)
     probe = _probe_batch(images) if config.rank_every else None
 
-    step, history = 0, []
-    state = run.load_checkpoint() if config.resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    step, history, state = run.restore(model, optimizer) if config.resume else (0, [], {})
+    if state:
         set_rng_state(state["rng"])
-        step = state["step"]
-        history = run.truncate_metrics(step)
+    guard = NonFiniteGuard(run, config.skip_nonfinite, skipped=state.get("skipped_nonfinite", 0),
+                           advice="Lower base_lr, or check the input images.")
 
     def save():
+        guard.check_weights(step, model)
         run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                             "rng": rng_state(), "config": dataclasses.asdict(config)})
+                             "rng": rng_state(), "config": dataclasses.asdict(config),
+                             "skipped_nonfinite": guard.skipped})
         save_backbone(model.encoder, run.path / "backbone.pt")
 
     batches = _batches(images, config.batch_size, steps_per_epoch, config.seed, step, config.num_workers,
@@ -212,17 +229,16 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
         lr = warmup_cosine(step, total, warmup, peak_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        guard.before_forward(model)
         with autocast(device, config.precision):
             out = model(view1, view2)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(
-                f"non-finite BYOL loss ({out.loss.item()}) at step {step} with lr={lr:.4g}; the last good "
-                f"checkpoint is kept in {run.checkpoint_path}. Lower base_lr or check the input images.")
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
         tau = cosine_tau(step, total, config.base_tau) if config.tau_schedule == "cosine" else config.base_tau
-        model.update_target(tau)
+        if guard.loss_ok(step, lr, out.loss, lambda: loss_terms(out)):
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if guard.grads_ok(step, lr, out.loss, model.named_parameters()):
+                optimizer.step()
+                model.update_target(tau)
         step += 1
         seen += batch.shape[0]
         bar.update(1)
@@ -230,18 +246,19 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
         if step % config.log_every == 0 or step in (1, total):
             now = time.perf_counter()
             row = {"step": step, "epoch": step / steps_per_epoch, "loss": out.loss.item(), "tau": tau, "lr": lr,
-                   "collapse_std": collapse_std(out.online_proj), "images_per_s": seen / (now - tick)}
+                   "collapse_std": collapse_std(out.online_proj), "images_per_s": seen / (now - tick),
+                   "skipped_nonfinite": guard.skipped}
             if config.rank_every and (step % config.rank_every == 0 or step == total):
                 row["feature_rank"] = feature_rank(model, probe, augment, device)
-            run.log(row)
+            row = run.log(row)
             history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", std=f"{row['collapse_std']:.3f}")
+            bar.set_postfix(format_postfix(row, ("loss", "collapse_std")))
             tick, seen = time.perf_counter(), 0
         if step % config.checkpoint_every == 0 or step == total:
             save()
     bar.close()
     if not run.done:
-        run.mark_done({"steps": total, "final": history[-1] if history else {}})
+        run.mark_done({"steps": total, "final": history[-1] if history else {}, "skipped_nonfinite": guard.skipped})
     return PretrainResult(model, history, run.path)
 
 

