@@ -78,6 +78,11 @@ def _coerce(name: str, value: Any, tp) -> Any:
     return value
 
 
+def option(default, help: str, choices=None):
+    """A config field with its ``--help`` text (and allowed values), read by :func:`add_arguments`."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 def from_params(cls, params: Mapping[str, Any] | None = None, **overrides):
     """Build ``cls`` from a mapping, rejecting unknown names and ill-typed values.
 

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params
+from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
 from byol_lite.metrics import ConfusionMatrix
 from byol_lite.optim import build_optimizer
 from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
@@ -36,65 +36,61 @@ from byol_lite.segmentation import (SegmentationModel, build_segmentation_model,
 IGNORE_INDEX = 255
 
 
-def _f(default, help, choices=None):
-    return field(default=default, metadata={"help": help, "choices": choices})
-
-
 @dataclass
 class FinetuneConfig:
     """Every setting of a fine-tuning run: the one source of defaults for the CLI, notebooks and profiles."""
 
-    data: str = _f("synthetic", "labeled data: the embedded synthetic set or a VOC root", ["synthetic", "voc"])
-    data_root: Optional[str] = _f(None, "folder containing VOCdevkit/ (required for voc; for synthetic, where "
+    data: str = option("synthetic", "labeled data: the embedded synthetic set or a VOC root", ["synthetic", "voc"])
+    data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (required for voc; for synthetic, where "
                                         "to generate it, default data/)")
-    train_split: str = _f("train", "labeled split to train on (e.g. train, train_aug)")
-    val_split: str = _f("val", "split for the reported evaluation")
-    init: str = _f("random", "backbone start: random, byol (runs/pretrain), a pretraining run folder, "
+    train_split: str = option("train", "labeled split to train on (e.g. train, train_aug)")
+    val_split: str = option("val", "split for the reported evaluation")
+    init: str = option("random", "backbone start: random, byol (runs/pretrain), a pretraining run folder, "
                              "or a torchvision-format ResNet state_dict file")
-    backbone: str = _f("resnet18", "torchvision ResNet (a pretraining run's own backbone wins)",
+    backbone: str = option("resnet18", "torchvision ResNet (a pretraining run's own backbone wins)",
                        ["resnet18", "resnet34", "resnet50"])
-    stem: str = _f("auto", "small = 3x3 stride-1 stem (auto: small for crops <= 96 px; a run's own stem wins)",
+    stem: str = option("auto", "small = 3x3 stride-1 stem (auto: small for crops <= 96 px; a run's own stem wins)",
                    ["auto", "small", "imagenet"])
-    width: int = _f(64, "channels of the first stage (a pretraining run's own width wins)")
-    output_stride: Optional[int] = _f(None, "8 or 16 by dilation (resnet50 only); default: the stem's own stride, "
+    width: int = option(64, "channels of the first stage (a pretraining run's own width wins)")
+    output_stride: Optional[int] = option(None, "8 or 16 by dilation (resnet50 only); default: the stem's own stride, "
                                             "16 for an ImageNet-stem resnet50")
-    head: str = _f("fcn", "segmentation head (linear = one 1x1 conv)", ["fcn", "deeplabv3", "linear"])
-    freeze_backbone: bool = _f(False, "train only the head (with head=linear: the linear probe)")
-    aux: bool = _f(False, "auxiliary FCN head on layer3 during training")
-    aux_weight: float = _f(0.5, "weight of the auxiliary loss")
-    num_classes: Optional[int] = _f(None, "classes incl. background (default: the dataset's, 21 for VOC)")
-    label_fraction: float = _f(1.0, "fraction of the labeled pool to train on (nested subsets)")
-    holdout_fraction: float = _f(0.0, "fraction of the labeled split held out from training, for choosing the LR")
-    subset_seed: int = _f(0, "seed of the permutation that defines the label subsets and the held-out part")
-    eval_on: str = _f("val", "evaluate on the val split or on the held-out training images (LR selection)",
+    head: str = option("fcn", "segmentation head (linear = one 1x1 conv)", ["fcn", "deeplabv3", "linear"])
+    freeze_backbone: bool = option(False, "train only the head (with head=linear: the linear probe)")
+    aux: bool = option(False, "auxiliary FCN head on layer3 during training")
+    aux_weight: float = option(0.5, "weight of the auxiliary loss")
+    num_classes: Optional[int] = option(None, "classes incl. background (default: the dataset's, 21 for VOC)")
+    label_fraction: float = option(1.0, "fraction of the labeled pool to train on (nested subsets)")
+    holdout_fraction: float = option(0.0, "fraction of the labeled split held out from training, for choosing the LR")
+    subset_seed: int = option(0, "seed of the permutation that defines the label subsets and the held-out part")
+    eval_on: str = option("val", "evaluate on the val split or on the held-out training images (LR selection)",
                       ["val", "holdout"])
-    crop_size: int = _f(64, "training crop side in pixels (evaluation uses whole images)")
-    scale_min: float = _f(0.5, "smallest random rescaling factor")
-    scale_max: float = _f(2.0, "largest random rescaling factor")
-    batch_size: int = _f(16, "crops per step")
-    steps: int = _f(1000, "training iterations (the poly schedule spans them)")
-    optimizer: str = _f("sgd", "optimizer (biases and BatchNorm get no weight decay)", ["sgd", "adamw"])
-    lr: float = _f(0.01, "peak learning rate")
-    momentum: float = _f(0.9, "SGD momentum")
-    weight_decay: float = _f(1e-4, "weight decay")
-    poly_power: float = _f(0.9, "poly schedule: lr * (1 - step/steps) ** power")
-    eval_every: int = _f(0, "also evaluate every N steps (0: only at the end)")
-    eval_batch_size: int = _f(8, "images per evaluation forward pass (same-size images are batched)")
-    device: str = _f("auto", "cuda, cpu, or auto (CUDA when present)")
-    precision: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
-    channels_last: Optional[bool] = _f(None, "channels_last memory format (default: on for CUDA)")
-    num_workers: int = _f(0, "DataLoader worker processes")
-    seed: int = _f(0, "seed of the head's initialisation, batch order, augmentation and dropout")
-    out_dir: str = _f("runs/finetune", "run folder: config, metrics.jsonl, last.pt, model.pt, done.json")
-    log_every: int = _f(10, "log training metrics every N steps")
-    checkpoint_every: int = _f(100, "write a checkpoint every N steps")
-    stop_after_steps: int = _f(0, "pause after this many steps (checkpointed; continue with resume)")
-    skip_nonfinite: bool = _f(False, "skip a batch whose loss or gradients are NaN/inf (counted) instead of "
+    crop_size: int = option(64, "training crop side in pixels (evaluation uses whole images)")
+    scale_min: float = option(0.5, "smallest random rescaling factor")
+    scale_max: float = option(2.0, "largest random rescaling factor")
+    batch_size: int = option(16, "crops per step")
+    steps: int = option(1000, "training iterations (the poly schedule spans them)")
+    optimizer: str = option("sgd", "optimizer (biases and BatchNorm get no weight decay)", ["sgd", "adamw"])
+    lr: float = option(0.01, "peak learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(1e-4, "weight decay")
+    poly_power: float = option(0.9, "poly schedule: lr * (1 - step/steps) ** power")
+    eval_every: int = option(0, "also evaluate every N steps (0: only at the end)")
+    eval_batch_size: int = option(8, "images per evaluation forward pass (same-size images are batched)")
+    device: str = option("auto", "cuda, cpu, or auto (CUDA when present)")
+    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
+    channels_last: Optional[bool] = option(None, "channels_last memory format (default: on for CUDA)")
+    num_workers: int = option(0, "DataLoader worker processes")
+    seed: int = option(0, "seed of the head's initialisation, batch order, augmentation and dropout")
+    out_dir: str = option("runs/finetune", "run folder: config, metrics.jsonl, last.pt, model.pt, done.json")
+    log_every: int = option(10, "log training metrics every N steps")
+    checkpoint_every: int = option(100, "write a checkpoint every N steps")
+    stop_after_steps: int = option(0, "pause after this many steps (checkpointed; continue with resume)")
+    skip_nonfinite: bool = option(False, "skip a batch whose loss or gradients are NaN/inf (counted) instead of "
                                      "stopping the run")
-    resume: bool = _f(False, "continue the run in out_dir from its last checkpoint")
-    overwrite: bool = _f(False, "start again in out_dir (the old folder is kept aside)")
-    force_resume: bool = _f(False, "resume even if settings differ from the run's")
-    progress: bool = _f(True, "show a progress bar")
+    resume: bool = option(False, "continue the run in out_dir from its last checkpoint")
+    overwrite: bool = option(False, "start again in out_dir (the old folder is kept aside)")
+    force_resume: bool = option(False, "resume even if settings differ from the run's")
+    progress: bool = option(True, "show a progress bar")
 
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -19,65 +19,61 @@ from tqdm.auto import tqdm
 from byol_lite.augment import BYOLAugment, paper_views
 from byol_lite.backbones import build_backbone, save_backbone
 from byol_lite.byol import BYOL, BYOLOutput, cosine_tau, regression_loss
-from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params
+from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
 from byol_lite.diagnostics import collapse_std, effective_rank
 from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
 from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
                              rng_state, seed_all, set_rng_state)
 
 
-def _f(default, help, choices=None):
-    return field(default=default, metadata={"help": help, "choices": choices})
-
-
 @dataclass
 class PretrainConfig:
     """Every setting of a pretraining run. Defaults follow the paper where it makes sense on a laptop."""
 
-    data: str = _f("synthetic", "unlabeled images: the embedded synthetic set, a VOC root, or a folder tree",
+    data: str = option("synthetic", "unlabeled images: the embedded synthetic set, a VOC root, or a folder tree",
                    ["synthetic", "voc", "folder"])
-    data_root: Optional[str] = _f(None, "folder containing VOCdevkit/ (voc), the image folder (folder), "
+    data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (voc), the image folder (folder), "
                                         "or where to generate the synthetic set (default data/)")
-    data_split: Optional[str] = _f(None, "VOC list to take images from (default trainval; e.g. train_aug)")
-    backbone: str = _f("resnet18", "torchvision ResNet", ["resnet18", "resnet34", "resnet50"])
-    stem: str = _f("auto", "small = 3x3 stride-1 stem without max-pool (auto: small for <= 96 px)",
+    data_split: Optional[str] = option(None, "VOC list to take images from (default trainval; e.g. train_aug)")
+    backbone: str = option("resnet18", "torchvision ResNet", ["resnet18", "resnet34", "resnet50"])
+    stem: str = option("auto", "small = 3x3 stride-1 stem without max-pool (auto: small for <= 96 px)",
                    ["auto", "small", "imagenet"])
-    width: int = _f(64, "channels of the first stage (64 = torchvision's ResNet)")
-    image_size: int = _f(64, "side of each augmented view in pixels")
-    proj_hidden: int = _f(4096, "projector hidden size (paper: 4096)")
-    proj_dim: int = _f(256, "projection size (paper: 256)")
-    pred_hidden: int = _f(4096, "predictor hidden size (paper: 4096)")
-    predictor: bool = _f(True, "use the online predictor (without it, and with tau=0, BYOL collapses)")
-    batch_size: int = _f(64, "images per step (each gives two views)")
-    epochs: int = _f(10, "passes over the unlabeled images")
-    max_steps: int = _f(0, "stop after this many steps instead (0: epochs decide)")
-    optimizer: str = _f("lars", "optimizer", ["lars", "sgd", "adamw"])
-    base_lr: float = _f(0.45, "learning rate per 256 images (LR = base_lr * batch_size / 256)")
-    weight_decay: float = _f(1e-6, "weight decay on weights (not biases/BatchNorm)")
-    warmup_epochs: float = _f(1.0, "linear LR warm-up, then cosine decay")
-    base_tau: float = _f(0.99, "EMA coefficient at step 0 (cosine schedule rises to 1)")
-    tau_schedule: str = _f("cosine", "cosine (paper) or constant tau", ["cosine", "constant"])
-    crop_min_scale: float = _f(0.08, "smallest crop area fraction")
-    jitter_strength: float = _f(1.0, "multiplier of the colour-jitter strengths")
-    blur_p1: float = _f(1.0, "blur probability, view 1")
-    blur_p2: float = _f(0.1, "blur probability, view 2")
-    solarize_p1: float = _f(0.0, "solarize probability, view 1")
-    solarize_p2: float = _f(0.2, "solarize probability, view 2")
-    device: str = _f("auto", "cuda, cpu, or auto (CUDA when present)")
-    precision: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
-    channels_last: Optional[bool] = _f(None, "channels_last memory format (default: on for CUDA)")
-    num_workers: int = _f(0, "DataLoader workers for datasets too large to cache in memory")
-    seed: int = _f(0, "seed of initialisation, batch order and augmentation")
-    out_dir: str = _f("runs/pretrain", "run folder: config, metrics.jsonl, last.pt, backbone.pt")
-    log_every: int = _f(10, "log metrics every N steps")
-    rank_every: int = _f(100, "measure the features' effective rank every N steps (0: never)")
-    checkpoint_every: int = _f(100, "write a checkpoint every N steps")
-    skip_nonfinite: bool = _f(False, "skip a batch whose loss or gradients are NaN/inf (counted) instead of "
+    width: int = option(64, "channels of the first stage (64 = torchvision's ResNet)")
+    image_size: int = option(64, "side of each augmented view in pixels")
+    proj_hidden: int = option(4096, "projector hidden size (paper: 4096)")
+    proj_dim: int = option(256, "projection size (paper: 256)")
+    pred_hidden: int = option(4096, "predictor hidden size (paper: 4096)")
+    predictor: bool = option(True, "use the online predictor (without it, and with tau=0, BYOL collapses)")
+    batch_size: int = option(64, "images per step (each gives two views)")
+    epochs: int = option(10, "passes over the unlabeled images")
+    max_steps: int = option(0, "stop after this many steps instead (0: epochs decide)")
+    optimizer: str = option("lars", "optimizer", ["lars", "sgd", "adamw"])
+    base_lr: float = option(0.45, "learning rate per 256 images (LR = base_lr * batch_size / 256)")
+    weight_decay: float = option(1e-6, "weight decay on weights (not biases/BatchNorm)")
+    warmup_epochs: float = option(1.0, "linear LR warm-up, then cosine decay")
+    base_tau: float = option(0.99, "EMA coefficient at step 0 (cosine schedule rises to 1)")
+    tau_schedule: str = option("cosine", "cosine (paper) or constant tau", ["cosine", "constant"])
+    crop_min_scale: float = option(0.08, "smallest crop area fraction")
+    jitter_strength: float = option(1.0, "multiplier of the colour-jitter strengths")
+    blur_p1: float = option(1.0, "blur probability, view 1")
+    blur_p2: float = option(0.1, "blur probability, view 2")
+    solarize_p1: float = option(0.0, "solarize probability, view 1")
+    solarize_p2: float = option(0.2, "solarize probability, view 2")
+    device: str = option("auto", "cuda, cpu, or auto (CUDA when present)")
+    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
+    channels_last: Optional[bool] = option(None, "channels_last memory format (default: on for CUDA)")
+    num_workers: int = option(0, "DataLoader workers for datasets too large to cache in memory")
+    seed: int = option(0, "seed of initialisation, batch order and augmentation")
+    out_dir: str = option("runs/pretrain", "run folder: config, metrics.jsonl, last.pt, backbone.pt")
+    log_every: int = option(10, "log metrics every N steps")
+    rank_every: int = option(100, "measure the features' effective rank every N steps (0: never)")
+    checkpoint_every: int = option(100, "write a checkpoint every N steps")
+    skip_nonfinite: bool = option(False, "skip a batch whose loss or gradients are NaN/inf (counted) instead of "
                                      "stopping the run")
-    resume: bool = _f(False, "continue the run in out_dir from its last checkpoint")
-    overwrite: bool = _f(False, "start again in out_dir (the old folder is kept aside)")
-    force_resume: bool = _f(False, "resume even if settings differ from the run's")
-    progress: bool = _f(True, "show a progress bar")
+    resume: bool = option(False, "continue the run in out_dir from its last checkpoint")
+    overwrite: bool = option(False, "start again in out_dir (the old folder is kept aside)")
+    force_resume: bool = option(False, "resume even if settings differ from the run's")
+    progress: bool = option(True, "show a progress bar")
 
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.

@@ -23,3 +23,19 @@ def blocks():
 # A pretraining setting small enough for a unit test on two CPU cores.
 TINY = dict(image_size=32, width=8, proj_hidden=256, pred_hidden=256, proj_dim=64, batch_size=32,
             progress=False, rank_every=0)
+
+
+def interrupt_after_first_checkpoint(monkeypatch):
+    """Makes the next pretraining run stop with KeyboardInterrupt right after its first checkpoint.
+
+    Returns a function that undoes it, so the run can then be resumed."""
+    import byol_lite.pretrain as pretrain_module
+
+    real_save = pretrain_module.save_backbone
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module, "save_backbone", save_then_interrupt)
+    return lambda: monkeypatch.setattr(pretrain_module, "save_backbone", real_save)

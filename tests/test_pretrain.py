@@ -4,10 +4,9 @@ import json
 import pytest
 import torch
 
-import byol_lite.pretrain as pretrain_module
 from byol_lite.config import from_params
 from byol_lite.pretrain import PretrainConfig, pretrain
-from conftest import TINY
+from conftest import TINY, interrupt_after_first_checkpoint
 
 
 def _summary(history, key):
@@ -32,16 +31,10 @@ def test_resume_is_exact(blocks, tmp_path, monkeypatch):
     params = dict(TINY, max_steps=20, checkpoint_every=10, log_every=5, rank_every=10)
     straight = pretrain(dataset=blocks, out_dir=tmp_path / "straight", **params)
 
-    real_save = pretrain_module.save_backbone
-
-    def crash_after_first_checkpoint(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pretrain_module, "save_backbone", crash_after_first_checkpoint)
+    undo = interrupt_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pretrain(dataset=blocks, out_dir=tmp_path / "split", **params)
-    monkeypatch.setattr(pretrain_module, "save_backbone", real_save)
+    undo()
     assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 10
     resumed = pretrain(dataset=blocks, out_dir=tmp_path / "split", resume=True, **params)
 

@@ -22,7 +22,7 @@ from byol_lite.finetune import FinetuneConfig, finetune
 from byol_lite.pretrain import PretrainConfig, pretrain
 from byol_lite.runs import RunDir
 from byol_lite.segmentation import build_segmentation_model, load_segmentation_model
-from conftest import TINY
+from conftest import TINY, interrupt_after_first_checkpoint
 from test_finetune import shapes
 from test_pretrain_cli import image_folder
 
@@ -79,16 +79,10 @@ def test_a_crash_in_the_training_loops_checkpoint_keeps_the_last_good_one(blocks
 def test_resume_removes_partial_files_and_a_torn_metrics_line(blocks, tmp_path, monkeypatch, capsys):
     params = dict(TINY, max_steps=4, checkpoint_every=2, log_every=1)
     straight = pretrain(dataset=blocks, out_dir=tmp_path / "straight", **params)
-    real_save = pretrain_module.save_backbone
-
-    def crash_after_first_checkpoint(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pretrain_module, "save_backbone", crash_after_first_checkpoint)
+    undo = interrupt_after_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pretrain(dataset=blocks, out_dir=tmp_path / "run", **params)
-    monkeypatch.setattr(pretrain_module, "save_backbone", real_save)
+    undo()
     # What a SIGKILL during step 3 can leave: a partial checkpoint file and a metrics line cut short.
     run = tmp_path / "run"
     (run / ".last.pt.abc123.tmp").write_bytes(b"PK\x03\x04 torn")
