@@ -10,6 +10,7 @@ COMMANDS = {
     "pretrain": "byol_lite.pretrain",
     "data": "byol_lite.data.cli",
     "finetune": "byol_lite.finetune",   # also adds `evaluate` and `predict`
+    "experiment": "byol_lite.experiment",
 }
 
 

@@ -1,26 +1,32 @@
-"""The BYOL-vs-random comparison: init ∈ {random, BYOL} × label fractions × seeds → a table and a plot.
+"""Initialisations compared under one fine-tuning recipe: arms × label fractions × seeds → a table and a plot.
 
-Fair by construction: both arms use the same recipe, the same nested label subsets and the same
-held-out images; each arm gets its own learning rate, chosen from ``lr_grid`` by mIoU on the held-out
-part of the labeled training split (never on val), separately for every label budget. Every run lives
-in its own folder under ``out_dir`` and finished runs are read back instead of retrained, so an
-interrupted experiment continues where it stopped.
+Fair by construction: every arm (random init, a BYOL run, ...) uses the same recipe, the same nested label
+subsets and the same held-out images; each arm gets its own learning rate, chosen from ``lr_grid`` by mIoU on
+the held-out part of the labeled training split (never on val), separately for every label budget. Every run
+lives in its own folder under ``out_dir`` and finished runs are read back instead of retrained, so an
+interrupted experiment continues where it stopped. Runs are independent, so ``jobs > 1`` trains several at
+once in separate processes (useful on a GPU, where one small run leaves it mostly idle).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from byol_lite.config import from_params
-from byol_lite.finetune import FinetuneConfig, finetune
+from byol_lite.finetune import FinetuneConfig, _data_root, finetune
 
 
 @dataclass
@@ -32,11 +38,30 @@ class ExperimentResult:
     out_dir: Path
 
 
-def _run(config: FinetuneConfig, out_dir: Path, **params) -> dict:
-    result = finetune(config, out_dir=str(out_dir), resume=True, **params)
+def _run(config: FinetuneConfig, threads: int = 0) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    result = finetune(config, resume=True)
     done = json.loads((result["run_dir"] / "done.json").read_text())
     return {"miou": result["metrics"]["miou"], "pixel_acc": result["metrics"]["pixel_acc"],
             "n_train": done["n_train"], "run_dir": str(result["run_dir"])}
+
+
+def _run_all(configs: list[FinetuneConfig], jobs: int, bar) -> list[dict]:
+    if jobs <= 1:
+        out = []
+        for c in configs:
+            out.append(_run(c))
+            bar.update(1)
+        return out
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_run, c, threads) for c in configs]
+        out = []
+        for f in futures:
+            out.append(f.result())
+            bar.update(1)
+        return out
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -54,53 +79,60 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (arm, fraction), rs in groups.items():
         m = np.array([r["miou"] for r in rs])
-        out.append({"arm": arm, "label_fraction": fraction, "n_train": rs[0]["n_train"], "lr": rs[0]["lr"],
-                    "seeds": len(rs), "miou_mean": float(m.mean()),
+        out.append({"arm": arm, "init": rs[0]["init"], "label_fraction": fraction, "n_train": rs[0]["n_train"],
+                    "lr": rs[0]["lr"], "seeds": len(rs), "miou_mean": float(m.mean()),
                     "miou_std": float(m.std(ddof=1)) if len(m) > 1 else float("nan"),
                     "miou_min": float(m.min()), "miou_max": float(m.max())})
     return out
 
 
-def run_experiment(base: FinetuneConfig | dict | None = None, byol_init: str = "byol",
+def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str, str] | None = None,
                    label_fractions: Sequence[float] = (0.05, 1.0), seeds: Sequence[int] = (0, 1, 2),
                    lr_grid: Sequence[float] = (0.003, 0.01, 0.03), holdout_fraction: float = 0.2,
-                   out_dir: str = "runs/experiment", progress: bool = True, **params) -> ExperimentResult:
-    """Fine-tunes both arms and returns their val mIoU per label fraction and seed.
+                   out_dir: str = "runs/experiment", jobs: int = 1, progress: bool = True,
+                   **params) -> ExperimentResult:
+    """Fine-tunes every arm and returns their val mIoU per label fraction and seed.
 
     ``base`` (a :class:`FinetuneConfig` or a dict of its fields) and ``params`` set the shared recipe;
-    ``byol_init`` is the BYOL arm's ``init`` (a pretraining run folder, or ``"byol"`` for runs/pretrain).
-    The LR search trains with ``seeds[0]``. Writes ``results.csv``, ``selection.csv``, ``summary.csv`` and
-    ``label_efficiency.png`` to ``out_dir``.
+    ``arms`` maps an arm's name to its ``init`` (``"random"``, a pretraining run folder, a backbone file;
+    default: random vs ``runs/pretrain``). The LR search trains with ``seeds[0]``. Writes ``results.csv``,
+    ``selection.csv``, ``summary.csv`` and ``label_efficiency.png`` to ``out_dir``.
     """
     base_params = dataclasses.asdict(base) if isinstance(base, FinetuneConfig) else dict(base or {})
     config = from_params(FinetuneConfig, {**base_params, **params, "holdout_fraction": holdout_fraction,
-                                          "progress": False, "overwrite": False})
-    if not seeds or not lr_grid or not label_fractions:
-        raise ValueError("seeds, lr_grid and label_fractions must each name at least one value")
+                                          "progress": False, "overwrite": False, "resume": True})
+    arms = dict(arms or {"random": "random", "byol": "byol"})
+    if not seeds or not lr_grid or not label_fractions or not arms:
+        raise ValueError("arms, seeds, lr_grid and label_fractions must each name at least one value")
+    if config.data == "synthetic":   # generate it once here, not in every worker at the same time
+        config = dataclasses.replace(config, data_root=str(_data_root(config.data, config.data_root)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arms = {"random": "random", "byol": str(byol_init)}
-    n_runs = len(arms) * len(label_fractions) * (len(lr_grid) + len(seeds))
-    bar = tqdm(total=n_runs, desc="experiment", unit="run", disable=not progress)
-    rows, selection = [], []
-    for arm, init in arms.items():
-        for fraction in label_fractions:
-            arm_config = dataclasses.replace(config, init=init, label_fraction=fraction)
-            folder = out / arm / f"labels{fraction:g}"
-            scores = []
-            for lr in lr_grid:
-                r = _run(arm_config, folder / f"select-lr{lr:g}", lr=lr, seed=seeds[0], eval_on="holdout")
-                scores.append(r["miou"])
-                selection.append({"arm": arm, "init": init, "label_fraction": fraction, "n_train": r["n_train"],
-                                  "lr": lr, "holdout_miou": r["miou"], "run_dir": r["run_dir"]})
-                bar.update(1)
-            best_lr = lr_grid[int(np.nanargmax(scores))]
-            for seed in seeds:
-                r = _run(arm_config, folder / f"seed{seed}", lr=best_lr, seed=seed, eval_on="val")
-                rows.append({"arm": arm, "init": init, "label_fraction": fraction, "n_train": r["n_train"],
-                             "seed": seed, "lr": best_lr, "miou": r["miou"], "pixel_acc": r["pixel_acc"],
-                             "run_dir": r["run_dir"]})
-                bar.update(1)
+    cells = [(arm, init, fraction) for arm, init in arms.items() for fraction in label_fractions]
+    bar = tqdm(total=len(cells) * (len(lr_grid) + len(seeds)), desc="experiment", unit="run", disable=not progress)
+
+    def folder(arm, fraction):
+        return out / arm / f"labels{fraction:g}"
+
+    trials = [(cell, lr) for cell in cells for lr in lr_grid]
+    scores = _run_all([dataclasses.replace(config, init=init, label_fraction=fraction, lr=lr, seed=seeds[0],
+                                           eval_on="holdout", out_dir=str(folder(arm, fraction) / f"select-lr{lr:g}"))
+                       for (arm, init, fraction), lr in trials], jobs, bar)
+    selection = [{"arm": arm, "init": init, "label_fraction": fraction, "n_train": r["n_train"], "lr": lr,
+                  "holdout_miou": r["miou"], "run_dir": r["run_dir"]}
+                 for ((arm, init, fraction), lr), r in zip(trials, scores)]
+    best = {}
+    for cell in cells:
+        tried = [s for s in selection if (s["arm"], s["label_fraction"]) == (cell[0], cell[2])]
+        best[cell] = max(tried, key=lambda s: -math.inf if math.isnan(s["holdout_miou"]) else s["holdout_miou"])["lr"]
+
+    finals = [(cell, seed) for cell in cells for seed in seeds]
+    results = _run_all([dataclasses.replace(config, init=init, label_fraction=fraction, lr=best[(arm, init, fraction)],
+                                            seed=seed, eval_on="val", out_dir=str(folder(arm, fraction) / f"seed{seed}"))
+                        for (arm, init, fraction), seed in finals], jobs, bar)
+    rows = [{"arm": arm, "init": init, "label_fraction": fraction, "n_train": r["n_train"], "seed": seed,
+             "lr": best[(arm, init, fraction)], "miou": r["miou"], "pixel_acc": r["pixel_acc"], "run_dir": r["run_dir"]}
+            for ((arm, init, fraction), seed), r in zip(finals, results)]
     bar.close()
     from byol_lite.viz import plot_label_efficiency
 
@@ -111,3 +143,58 @@ def run_experiment(base: FinetuneConfig | dict | None = None, byol_init: str = "
     figure = plot_label_efficiency(rows)
     figure.savefig(out / "label_efficiency.png", dpi=120)
     return ExperimentResult(rows, selection, summary, figure, out)
+
+
+# --------------------------------------------------------------------------- command line
+EXPERIMENT_KEYS = ("arms", "label_fractions", "seeds", "lr_grid", "holdout_fraction", "out_dir", "jobs", "recipe")
+
+
+def load_experiment_file(path: str | Path) -> dict:
+    """An experiment file: the grid (``arms``, ``label_fractions``, ``seeds``, ``lr_grid``, ...) and the shared
+    fine-tuning ``recipe`` (FinetuneConfig fields). Unknown keys are errors that name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment file {path} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(spec) - set(EXPERIMENT_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; an experiment file has "
+                         f"{', '.join(EXPERIMENT_KEYS)} (fine-tuning settings go under recipe:)")
+    return spec
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("experiment", help="compare initialisations: arms x label fractions x seeds",
+                              description="Fine-tunes every arm of an experiment file (e.g. "
+                                          "book/params/experiment-cpu.yaml) with the LR chosen per arm on "
+                                          "held-out training labels; writes results.csv, summary.csv and a plot.")
+    p.add_argument("file", metavar="FILE.yaml", help="experiment file")
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=INIT",
+                   help="add or replace an arm (INIT: random, a pretraining run folder or a backbone file)")
+    p.add_argument("--out-dir", help="override the file's out_dir")
+    p.add_argument("--jobs", type=int, help="runs trained at once (default: the file's, else 1)")
+    p.add_argument("--device", help="override the recipe's device")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    spec = load_experiment_file(args.file)
+    arms = dict(spec.get("arms") or {})
+    for item in args.arm:
+        name, sep, init = item.partition("=")
+        if not sep or not name or not init:
+            raise ValueError(f"--arm {item!r}: write NAME=INIT, e.g. --arm byol=runs/pretrain-cpu-full")
+        arms[name] = init
+    recipe = dict(spec.get("recipe") or {})
+    if args.device:
+        recipe["device"] = args.device
+    grid = {k: spec[k] for k in ("label_fractions", "seeds", "lr_grid", "holdout_fraction") if k in spec}
+    result = run_experiment(recipe, arms=arms, out_dir=args.out_dir or spec.get("out_dir", "runs/experiment"),
+                            jobs=args.jobs or spec.get("jobs", 1), **grid)
+    for s in result.summary:
+        print(f"{s['arm']:>16s}  labels {100 * s['label_fraction']:5.1f}% ({s['n_train']:4d} images)  lr {s['lr']:<6g} "
+              f"mIoU {s['miou_mean']:.4f} ± {s['miou_std']:.4f} over {s['seeds']} seeds")
+    print(f"tables and plot: {result.out_dir}")
+    return 0

@@ -183,7 +183,7 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     save_backbone(build_backbone("resnet18", stem="small", width=8), pre / "backbone.pt")
     write_voc(tmp_path / "voc", {"train": shapes(10, size=24), "val": shapes(2, size=24, seed=1)})
     result = run_experiment({"data": "voc", "data_root": str(tmp_path / "voc"), "steps": 1, "batch_size": 2,
-                             "width": 8, "crop_size": 24}, byol_init=str(pre),
+                             "width": 8, "crop_size": 24}, arms={"random": "random", "byol": str(pre)},
                             label_fractions=(0.5, 1.0), seeds=(0, 1), lr_grid=(0.01, 0.1), holdout_fraction=0.2,
                             out_dir=str(tmp_path / "exp"), progress=False)
     assert len(result.rows) == 8 and len(result.selection) == 8 and len(result.summary) == 4
@@ -200,3 +200,25 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     assert {json.loads((Path(r["run_dir"]) / "done.json").read_text())["eval_on"] for r in result.rows} == {"val"}
     for name in ("results.csv", "selection.csv", "summary.csv", "label_efficiency.png"):
         assert (tmp_path / "exp" / name).is_file()
+    # the same experiment, two runs at a time in worker processes: the same choices and numbers
+    parallel = run_experiment({"data": "voc", "data_root": str(tmp_path / "voc"), "steps": 1, "batch_size": 2,
+                               "width": 8, "crop_size": 24}, arms={"random": "random", "byol": str(pre)},
+                              label_fractions=(0.5, 1.0), seeds=(0, 1), lr_grid=(0.01, 0.1), holdout_fraction=0.2,
+                              out_dir=str(tmp_path / "exp-parallel"), jobs=2, progress=False)
+    for a, b in zip(result.rows + result.selection, parallel.rows + parallel.selection):
+        assert (a["arm"], a["label_fraction"], a["lr"]) == (b["arm"], b["label_fraction"], b["lr"])
+        key = "miou" if "miou" in a else "holdout_miou"
+        assert b[key] == pytest.approx(a[key], abs=1e-4)
+
+
+def test_experiment_file_errors_name_the_file_and_the_fix(tmp_path, capsys):
+    from byol_lite.cli import main
+
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("arms: {random: random}\nsteps: 10\n")
+    assert main(["experiment", str(bad)]) == 2
+    assert "exp.yaml: unknown key(s) steps" in capsys.readouterr().err
+    good = tmp_path / "ok.yaml"
+    good.write_text("arms: {random: random}\n")
+    assert main(["experiment", str(good), "--arm", "byol"]) == 2
+    assert "write NAME=INIT" in capsys.readouterr().err
