@@ -105,7 +105,7 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     if not seeds or not lr_grid or not label_fractions or not arms:
         raise ValueError("arms, seeds, lr_grid and label_fractions must each name at least one value")
     if config.data == "synthetic":   # generate it once here, not in every worker at the same time
-        config = dataclasses.replace(config, data_root=str(_data_root(config.data, config.data_root)))
+        _data_root(config.data, config.data_root)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(arm, init, fraction) for arm, init in arms.items() for fraction in label_fractions]
