@@ -91,10 +91,11 @@ def build_backbone(arch: str = "resnet18", stem: str = "auto", width: int = 64, 
 
 
 def save_backbone(backbone: nn.Module, path: str | os.PathLike) -> None:
-    """Writes a torchvision-format ``state_dict`` (no ``fc``), atomically."""
+    """Writes a torchvision-format ``state_dict`` (no ``fc``), atomically, as CPU tensors: a file made on a
+    GPU then loads with a plain ``torch.load`` on any machine."""
     from byol_lite.checkpoint import atomic_save
 
-    atomic_save(backbone.state_dict(), Path(path))
+    atomic_save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, Path(path))
 
 
 def load_backbone(backbone: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
