@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from byol_lite.config import from_params
-from byol_lite.finetune import FinetuneConfig, _data_root, finetune
+from byol_lite.finetune import FinetuneConfig, resolve_data_root, finetune
 
 
 @dataclass
@@ -105,7 +105,7 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     if not seeds or not lr_grid or not label_fractions or not arms:
         raise ValueError("arms, seeds, lr_grid and label_fractions must each name at least one value")
     if config.data == "synthetic":   # generate it once here, not in every worker at the same time
-        _data_root(config.data, config.data_root)
+        resolve_data_root(config.data, config.data_root)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(arm, init, fraction) for arm, init in arms.items() for fraction in label_fractions]

@@ -174,7 +174,7 @@ class _BatchPlan:
             yield keys
 
 
-def _data_root(data: str, data_root: str | None):
+def resolve_data_root(data: str, data_root: str | None):
     """The folder containing VOCdevkit/: the embedded synthetic set (generated on first use) or the user's VOC."""
     from byol_lite.data import ensure_synthetic
 
@@ -188,7 +188,7 @@ def _data_root(data: str, data_root: str | None):
 def _load_datasets(config: FinetuneConfig):
     from byol_lite.data import VOCSegmentation
 
-    root = _data_root(config.data, config.data_root)
+    root = resolve_data_root(config.data, config.data_root)
     return VOCSegmentation(root, config.train_split), VOCSegmentation(root, config.val_split)
 
 
@@ -427,7 +427,7 @@ def _run_evaluate(args) -> int:
     data = args.data or cfg.get("data", "synthetic")
     data_root = args.data_root or cfg.get("data_root")
     split = args.split or cfg.get("val_split", "val")
-    dataset = VOCSegmentation(_data_root(data, data_root), split)
+    dataset = VOCSegmentation(resolve_data_root(data, data_root), split)
     metrics = evaluate(model, dataset, device=args.device, precision=args.precision, batch_size=args.batch_size,
                        progress=True)
     names = getattr(dataset, "classes", [str(i) for i in range(len(metrics["iou"]))])
