@@ -1,7 +1,8 @@
 """The BYOL model: online and target networks, the regression loss and the EMA target update.
 
 Sharp edges this module gets right (each has a test in ``tests/test_byol.py``):
-- the predictor exists on the online side only;
+- the predictor exists on the online side only (``predictor_side="target"`` is the seed article's
+  error, kept as an explicit ablation for the book's chapter 2);
 - the target never receives gradients and changes only through the EMA;
 - the loss is symmetric, and the two directions are *summed* (averaging halves the
   effective learning rate under LARS);
@@ -60,23 +61,39 @@ class BYOLOutput:
     loss: torch.Tensor          # scalar: both directions summed, each averaged over the batch
     online_proj: torch.Tensor   # [2B, D] online projections z (view 1 then view 2), for the collapse monitor
     online_pred: torch.Tensor   # [2B, D] predictions p
-    target_proj: torch.Tensor   # [2B, D] target projections z' (no grad)
+    target_proj: torch.Tensor   # [2B, D] target outputs z' (no grad; after the target's predictor if it has one)
+
+
+PREDICTOR_SIDES = ("online", "target")
 
 
 class BYOL(nn.Module):
     """``online = encoder → projector`` (+ ``predictor``); ``target`` = a copy of ``online`` updated by EMA.
 
     ``predictor=False`` removes the predictor (an ablation: with τ = 0 it collapses).
+    ``predictor_side="target"`` is the seed article's variant, an ablation: the online network has no
+    predictor and the target ends in one, ``target_predictor``. The seed updates the target only by
+    the EMA of the online network, which has no predictor to average, so that predictor stays at its
+    random initialisation (no gradient, no EMA); ``target`` itself still mirrors ``online``.
     """
 
     def __init__(self, encoder: nn.Module, proj_hidden: int = 4096, proj_dim: int = 256,
-                 pred_hidden: int = 4096, predictor: bool = True):
+                 pred_hidden: int = 4096, predictor: bool = True, predictor_side: str = "online"):
         super().__init__()
+        if predictor_side not in PREDICTOR_SIDES:
+            raise ValueError(f"predictor_side={predictor_side!r}; valid values are: {', '.join(PREDICTOR_SIDES)}")
+        if predictor_side == "target" and not predictor:
+            raise ValueError("predictor_side='target' needs predictor=True: without a predictor there is "
+                             "nothing to put on the target")
         feat_dim = encoder.num_features
         self.online = nn.ModuleDict({"encoder": encoder, "projector": MLPHead(feat_dim, proj_hidden, proj_dim)})
-        self.predictor = MLPHead(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
+        head = MLPHead(proj_dim, pred_hidden, proj_dim) if predictor else nn.Identity()
+        online_side = predictor_side == "online"
+        self.predictor = head if online_side else nn.Identity()
         self.target = copy.deepcopy(self.online)
+        self.target_predictor = nn.Identity() if online_side else head
         self.target.requires_grad_(False)
+        self.target_predictor.requires_grad_(False)
 
     @property
     def encoder(self) -> nn.Module:
@@ -92,7 +109,7 @@ class BYOL(nn.Module):
 
     @torch.no_grad()
     def _target(self, x):
-        return self.target["projector"](self.target["encoder"](x)[0])
+        return self.target_predictor(self.target["projector"](self.target["encoder"](x)[0]))
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> BYOLOutput:
         p1, z1 = self._online(view1)

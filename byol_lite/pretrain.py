@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from byol_lite.augment import BYOLAugment, paper_views
 from byol_lite.backbones import build_backbone, save_backbone
-from byol_lite.byol import BYOL, BYOLOutput, cosine_tau, regression_loss
+from byol_lite.byol import BYOL, PREDICTOR_SIDES, BYOLOutput, cosine_tau, regression_loss
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
 from byol_lite.diagnostics import collapse_std, effective_rank
 from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
@@ -44,6 +44,9 @@ class PretrainConfig:
     proj_dim: int = option(256, "projection size (paper: 256)")
     pred_hidden: int = option(4096, "predictor hidden size (paper: 4096)")
     predictor: bool = option(True, "use the online predictor (without it, and with tau=0, BYOL collapses)")
+    predictor_side: str = option("online", "where the predictor sits: online (the paper) or target (the seed "
+                                 "article's error, an ablation: a frozen random predictor after the target's "
+                                 "projector, none online)", list(PREDICTOR_SIDES))
     batch_size: int = option(64, "images per step (each gives two views)")
     epochs: int = option(10, "passes over the unlabeled images")
     max_steps: int = option(0, "stop after this many steps instead (0: epochs decide)")
@@ -90,7 +93,8 @@ class PretrainResult:
 
 def build_model(config: PretrainConfig) -> BYOL:
     encoder = build_backbone(config.backbone, stem=config.stem, width=config.width, image_size=config.image_size)
-    return BYOL(encoder, config.proj_hidden, config.proj_dim, config.pred_hidden, predictor=config.predictor)
+    return BYOL(encoder, config.proj_hidden, config.proj_dim, config.pred_hidden, predictor=config.predictor,
+                predictor_side=config.predictor_side)
 
 
 def build_augment(config: PretrainConfig) -> BYOLAugment:

@@ -7,9 +7,10 @@ from byol_lite import BYOL, build_backbone, cosine_tau, ema_update_
 from byol_lite.optim import build_optimizer
 
 
-def tiny_byol(predictor=True):
+def tiny_byol(predictor=True, predictor_side="online"):
     torch.manual_seed(0)
-    return BYOL(build_backbone("resnet18", stem="small", width=8), 64, 16, 64, predictor=predictor)
+    return BYOL(build_backbone("resnet18", stem="small", width=8), 64, 16, 64, predictor=predictor,
+                predictor_side=predictor_side)
 
 
 def test_target_has_no_predictor_and_starts_as_copy():
@@ -51,6 +52,61 @@ def test_target_changes_only_by_the_ema_formula():
             torch.testing.assert_close(p, tau * b + (1 - tau) * o, atol=1e-6, rtol=0)
     # The online network did move, so the check above was not vacuous.
     assert any(not torch.equal(t, o) for t, o in zip(model.target.parameters(), model.online.parameters()))
+
+
+def test_default_is_the_papers_predictor_on_the_online_side():
+    default, explicit = tiny_byol(), tiny_byol(predictor_side="online")
+    assert isinstance(default.target_predictor, torch.nn.Identity)
+    # Same modules and the same initial weights: the option adds nothing to the default model.
+    a, b = default.state_dict(), explicit.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any("target_predictor" in k for k in a)       # old checkpoints still load
+
+
+def test_seed_variant_puts_a_frozen_predictor_after_the_target_only():
+    model = tiny_byol(predictor_side="target")
+    assert isinstance(model.predictor, torch.nn.Identity)           # the online network has none
+    q = model.target_predictor
+    assert isinstance(q, torch.nn.Sequential) and (q[0].in_features, q[-1].out_features) == (16, 16)
+    assert isinstance(q[1], torch.nn.BatchNorm1d)
+    # The target's output is its projection passed through that predictor.
+    x1, x2 = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    out = model(x1, x2)
+    with torch.no_grad():
+        z_t = model.target["projector"](model.target["encoder"](x1)[0])
+        torch.testing.assert_close(out.target_proj[:4], q(z_t))
+    torch.testing.assert_close(out.online_pred, out.online_proj)     # no online predictor: p = z
+    # No gradient reaches the target or its predictor, and neither is handed to the optimiser.
+    out.loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in [*model.target.parameters(), *q.parameters()])
+    assert all(p.grad is not None for p in model.online.parameters())
+    trainable = {id(p) for p in model.trainable_parameters()}
+    assert trainable == {id(p) for p in model.online.parameters()}
+
+
+def test_seed_variant_ema_covers_encoder_and_projector_only():
+    model = tiny_byol(predictor_side="target")
+    names = [n for n, _ in model.target.named_parameters()]
+    assert names == [n for n, _ in model.online.named_parameters()]
+    q_start = [p.clone() for p in model.target_predictor.parameters()]
+    opt = build_optimizer("sgd", model.trainable_parameters(), lr=0.5, weight_decay=0.0)
+    before = [p.detach().clone() for p in model.target.parameters()]
+    out = model(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16))
+    out.loss.backward()
+    opt.step()
+    model.update_target(0.5)
+    for b, o, p in zip(before, model.online.parameters(), model.target.parameters()):
+        torch.testing.assert_close(p, 0.5 * b + 0.5 * o, atol=1e-6, rtol=0)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.target.parameters()))
+    # The seed gives the target's predictor no update rule: nothing online to average, no gradient.
+    assert all(torch.equal(s, p) for s, p in zip(q_start, model.target_predictor.parameters()))
+
+
+def test_predictor_side_is_checked():
+    with pytest.raises(ValueError, match="valid values are: online, target"):
+        tiny_byol(predictor_side="both")
+    with pytest.raises(ValueError, match="needs predictor=True"):
+        tiny_byol(predictor=False, predictor_side="target")
 
 
 def test_ema_extremes_and_buffers():

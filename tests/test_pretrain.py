@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from byol_lite.config import from_params
-from byol_lite.pretrain import PretrainConfig, pretrain
+from byol_lite.pretrain import PretrainConfig, build_model, pretrain
 from conftest import TINY, interrupt_after_first_checkpoint
 
 
@@ -68,6 +68,16 @@ def test_unknown_or_illtyped_parameters_are_rejected():
     with pytest.raises(TypeError, match="batch_size.*integer"):
         from_params(PretrainConfig, {"batch_size": "many"})
     assert from_params(PretrainConfig, {"batch_size": "16", "predictor": "false"}).predictor is False
+    with pytest.raises(ValueError, match="predictor_side.*valid values are: online, target"):
+        from_params(PretrainConfig, {"predictor_side": "projector"})
+
+
+def test_predictor_side_reaches_the_model():
+    small = dict(width=8, proj_hidden=32, pred_hidden=32, proj_dim=16, image_size=32)
+    seed = build_model(from_params(PretrainConfig, {**small, "predictor_side": "target"}))
+    paper = build_model(from_params(PretrainConfig, small))
+    assert isinstance(seed.predictor, torch.nn.Identity) and isinstance(seed.target_predictor, torch.nn.Sequential)
+    assert isinstance(paper.predictor, torch.nn.Sequential) and isinstance(paper.target_predictor, torch.nn.Identity)
 
 
 def test_target_runs_in_train_mode_and_checkpoint_loads_safely(blocks, tmp_path):
