@@ -12,6 +12,7 @@ COMMANDS = {
     "pretrain": "byol_lite.pretrain",
     "data": "byol_lite.data.cli",
     "finetune": "byol_lite.finetune",   # also adds `evaluate` and `predict`
+    "sweep": "byol_lite.sweep",
 }
 
 
