@@ -5,7 +5,7 @@ A sweep file (YAML) names a chapter, the parameters every cell shares and the gr
     notebook: ../05_pretraining.ipynb   # relative to the sweep file
     out_dir: runs/sweep-05              # relative to the current folder (default: runs/sweep-<file name>)
     output_parameter: out_dir           # the chapter parameter that receives each cell's run folder
-    profile: cpu-full.yaml              # optional: a parameter file under `parameters` (relative to this file)
+    profile: cpu-full.yaml              # optional: base parameters (relative to this file); the rest wins
     parameters: {max_steps: 200}        # the same in every cell (papermill -p)
     grid: {base_tau: [0.99, 0.996], seed: [0, 1, 2]}   # every combination is one cell
     plot: {x: base_tau, y: final.collapse_std}          # the summary plot (hue: optional)
@@ -88,12 +88,14 @@ def load_sweep(path: str | Path, out_dir: str | Path | None = None) -> Sweep:
     grid = data["grid"]
     if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ValueError(f"{path}: 'grid' must map each parameter to a non-empty list of values")
-    parameters = dict(load_yaml_params(path.parent / data["profile"])) if data.get("profile") else {}
-    parameters.update(data.get("parameters") or {})
     output = data.get("output_parameter", "out_dir")
-    both = sorted(set(grid) & set(parameters) - {output})
+    both = sorted(set(grid) & set(data.get("parameters") or {}))
     if both:
-        raise ValueError(f"{path}: {', '.join(both)} in both 'grid' and 'parameters'/'profile': keep one")
+        raise ValueError(f"{path}: {', '.join(both)} in both 'grid' and 'parameters': keep one")
+    # the profile is the base: the file's parameters and the grid win over its values
+    profile = load_yaml_params(path.parent / data["profile"]) if data.get("profile") else {}
+    parameters = {k: v for k, v in profile.items() if k not in grid}
+    parameters.update(data.get("parameters") or {})
     if output in grid:
         raise ValueError(f"{path}: the sweep sets '{output}' (output_parameter) itself; take it out of 'grid'")
     parameters.pop(output, None)   # a profile's own run folder would be shared by every cell

@@ -80,10 +80,20 @@ def test_sweep_file_errors_name_the_key(chapter):
     assert "'grid' is missing" in error("notebook: chapter.ipynb\n")
     assert "relative to the sweep file" in error("notebook: nowhere.ipynb\ngrid: {x: [1]}\n")
     assert "non-empty list" in error("notebook: chapter.ipynb\ngrid: {x: []}\n")
-    assert "x in both" in error("notebook: chapter.ipynb\ngrid: {x: [1]}\nparameters: {x: 2}\n")
+    assert "x in both 'grid' and 'parameters'" in error("notebook: chapter.ipynb\ngrid: {x: [1]}\nparameters: {x: 2}\n")
     assert "sets 'out_dir' (output_parameter) itself" in error("notebook: chapter.ipynb\ngrid: {out_dir: [a]}\n")
     assert "plot hue 'scale' is not a grid parameter" in error(
         "notebook: chapter.ipynb\ngrid: {x: [1]}\nplot: {y: final.score, hue: scale}\n")
+
+
+def test_profile_is_the_base_that_parameters_and_grid_override(chapter):
+    (chapter / "profile.yaml").write_text("x: 7\nscale: 3\nseed: 9\nout_dir: runs/shared\n")
+    (chapter / "p.yaml").write_text("notebook: chapter.ipynb\nprofile: profile.yaml\nparameters: {scale: 4}\n"
+                                    "grid: {x: [1, 2]}\n")
+    sweep = load_sweep(chapter / "p.yaml")
+    assert sweep.parameters == {"scale": 4, "seed": 9}          # x from the grid; out_dir set per cell
+    assert [c["x"] for c in sweep.cells()] == [1, 2]
+    assert len({sweep.cell_name(c) for c in sweep.cells()}) == 2
 
 
 def test_sweep_cli_reports_failures_with_exit_code_1(chapter, tmp_path):
