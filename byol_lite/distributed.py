@@ -216,7 +216,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
         dims = [0] + list(range(2, input.dim()))
-        x = input.double()
+        x = input.double()   # var = E[x²] - E[x]² cancels digits; float64 keeps them (a CPU-only path)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
         sums = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         c = self.num_features
@@ -227,8 +227,9 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
+                unbiased = var.detach() * n / (n - 1)           # what BatchNorm stores
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
-                self.running_var.lerp_((var.detach() * n / (n - 1)).to(self.running_var.dtype), factor)   # unbiased, as BatchNorm stores it
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
         shape = [1, c] + [1] * (input.dim() - 2)
         out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
