@@ -76,6 +76,10 @@ class ViewParams:
         """The first image's parameters repeated over the batch (one draw per batch, as byol-pytorch does)."""
         return ViewParams(**{k: v[:1].expand_as(v).clone() for k, v in vars(self).items()})
 
+    def rows(self, index: slice) -> "ViewParams":
+        """The parameters of some of the images (one process's share of a batch)."""
+        return ViewParams(**{k: v[index] for k, v in vars(self).items()})
+
 
 def _uniform(gen, n, lo, hi):
     return lo + (hi - lo) * torch.rand(n, generator=gen)
@@ -265,11 +269,16 @@ class BYOLAugment:
         std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def __call__(self, images: torch.Tensor, generator=None, return_params: bool = False):
+    def __call__(self, images: torch.Tensor, generator=None, return_params: bool = False,
+                 batch_size: int | None = None, offset: int = 0):
+        """``batch_size``/``offset``: ``images`` are rows ``offset, offset + 1, ...`` of a batch of ``batch_size``
+        split over processes. Parameters are drawn for the whole batch and sliced, so every image gets the
+        parameters it would get in one process, whatever the number of processes."""
         gen = self._generator(generator)
         b, _, h, w = images.shape
-        p1 = self.params(b, h, w, self.view1, gen)
-        p2 = self.params(b, h, w, self.view2, gen)
+        rows = slice(offset, offset + b)
+        p1 = self.params(batch_size or b, h, w, self.view1, gen).rows(rows)
+        p2 = self.params(batch_size or b, h, w, self.view2, gen).rows(rows)
         v1, v2 = self.apply(images, p1, self.view1), self.apply(images, p2, self.view2)
         return ((v1, v2), (p1, p2)) if return_params else (v1, v2)
 

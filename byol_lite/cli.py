@@ -5,12 +5,15 @@ import argparse
 import importlib
 import sys
 
+from byol_lite.distributed import cleanup, is_main_process
+
 # name -> module that defines ``add_cli(subparsers)``; imported lazily so ``--help`` is quick.
 COMMANDS = {
     "pretrain": "byol_lite.pretrain",
     "data": "byol_lite.data.cli",
     "finetune": "byol_lite.finetune",   # also adds `evaluate` and `predict`
     "experiment": "byol_lite.experiment",
+    "sweep": "byol_lite.sweep",
 }
 
 
@@ -23,5 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if is_main_process():   # under torchrun every process has the error; one message is enough
+            print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        cleanup()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
+from byol_lite.distributed import is_main_process, setup as setup_distributed
 from byol_lite.metrics import ConfusionMatrix
 from byol_lite.optim import build_optimizer
 from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
@@ -91,6 +92,8 @@ class FinetuneConfig:
     overwrite: bool = option(False, "start again in out_dir (the old folder is kept aside)")
     force_resume: bool = option(False, "resume even if settings differ from the run's")
     progress: bool = option(True, "show a progress bar")
+    sync_batchnorm: bool = option(True, "under torchrun with several processes: BatchNorm statistics over the "
+                                        "global batch (SyncBatchNorm); no effect in one process")
 
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.
@@ -153,10 +156,14 @@ class _Transformed(torch.utils.data.Dataset):
 
 class _BatchPlan:
     """The keys of the batches of steps ``start..total-1``: consecutive slices of an endless stream of
-    per-epoch permutations of ``indices`` (epoch e seeded by (seed, e)), each item with its own seed."""
+    per-epoch permutations of ``indices`` (epoch e seeded by (seed, e)), each item with its own seed.
 
-    def __init__(self, indices: list[int], batch_size: int, seed: int, start: int, total: int):
+    ``rows``: this process's part of every batch under torchrun (disjoint shards of one permutation)."""
+
+    def __init__(self, indices: list[int], batch_size: int, seed: int, start: int, total: int,
+                 rows: slice = slice(None)):
         self.indices, self.batch_size, self.seed, self.start, self.total = indices, batch_size, seed, start, total
+        self.rows = rows
 
     def __len__(self) -> int:
         return self.total - self.start
@@ -171,7 +178,7 @@ class _BatchPlan:
                     gen = torch.Generator().manual_seed(self.seed * 100_003 + e)
                     epoch, perm = e, torch.randperm(n, generator=gen).tolist()
                 keys.append((self.indices[perm[offset]], (self.seed * 1_000_003 + step) * 4096 + j))
-            yield keys
+            yield keys[self.rows]
 
 
 def resolve_data_root(data: str, data_root: str | None):
@@ -236,10 +243,17 @@ def poly_lr(step: int, total: int, peak_lr: float, power: float = 0.9) -> float:
     return peak_lr * (1 - step / total) ** power
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over labeled pixels; 0 (not NaN) for a batch whose crops are all void."""
+def _loss(logits: torch.Tensor, target: torch.Tensor, labeled: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over labeled pixels; 0 (not NaN) for a batch whose crops are all void.
+
+    ``labeled``: the divisor, by default this batch's labeled pixels. Under torchrun the loop passes the
+    mean count over processes: DDP's average of the gradients is then that of the global batch's mean,
+    even when the processes' crops hold different numbers of void pixels.
+    """
     total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
+    if labeled is None:
+        labeled = (target != IGNORE_INDEX).sum()
+    return total / labeled.clamp(min=1)
 
 
 def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_dataset=None, **params) -> dict:
@@ -271,52 +285,64 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
     else:
         eval_dataset = val_dataset
 
-    device = pick_device(config.device)
+    ctx = setup_distributed(config.device)    # one process unless started by torchrun
+    device = ctx.device
+    rows = ctx.rows(config.batch_size)
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
     seed_all(config.seed)
     model = build_segmentation_model(config.init, config.backbone, config.stem, config.width,
                                      image_size=config.crop_size, output_stride=config.output_stride,
                                      num_classes=num_classes, head=config.head, aux=config.aux,
                                      freeze_backbone=config.freeze_backbone)
+    model = ctx.sync_batchnorm(model, config.sync_batchnorm)
     spec = model.spec   # record what was resolved (auto stem, a pretraining run's architecture)
     config = dataclasses.replace(config, backbone=spec["backbone"], stem=spec["stem"], width=spec["width"],
                                  output_stride=spec["output_stride"], num_classes=num_classes)
-    run = RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
-                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume,
-                 dataset=f"train {dataset_fingerprint(train_dataset)}; val {dataset_fingerprint(val_dataset)}")
-    if run.done:
-        summary = json.loads((run.path / "done.json").read_text())
-        return {"history": run.read_metrics(), "metrics": summary["metrics"], "run_dir": run.path,
-                "model": load_segmentation_model(run.path)}
+    run = ctx.on_main(lambda: RunDir(
+        config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
+        resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume,
+        dataset=f"train {dataset_fingerprint(train_dataset)}; val {dataset_fingerprint(val_dataset)}"))
+    finished = ctx.on_main(lambda: run.done and {
+        "history": run.read_metrics(), "metrics": json.loads((run.path / "done.json").read_text())["metrics"],
+        "run_dir": run.path, "model": load_segmentation_model(run.path)})
+    if finished:
+        return finished
 
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config.optimizer, model.trainable_parameters(), config.lr, config.weight_decay,
                                 momentum=config.momentum)
-    step, history, state = run.restore(model, optimizer) if config.resume else (0, [], {})
+    step, history, state = ctx.on_main(lambda: run.restore(model, optimizer) if config.resume else (0, [], {}))
+    if state and not ctx.is_main:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     guard = NonFiniteGuard(run, config.skip_nonfinite, skipped=state.get("skipped_nonfinite", 0),
                            advice="Lower lr.")
 
     def save():
         guard.check_weights(step, model)
-        run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                             "spec": model.spec, "config": dataclasses.asdict(config),
-                             "skipped_nonfinite": guard.skipped})
+        ctx.check_replicas(model, step)
+        if ctx.is_main:
+            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                 "spec": model.spec, "config": dataclasses.asdict(config),
+                                 "skipped_nonfinite": guard.skipped})
 
-    def run_eval() -> dict:
-        return evaluate(model, eval_dataset, precision=config.precision, batch_size=config.eval_batch_size,
-                        channels_last=channels_last, num_workers=config.num_workers)
+    def run_eval() -> dict:   # on rank 0 (the others wait for its metrics)
+        return ctx.on_main(lambda: evaluate(model, eval_dataset, precision=config.precision,
+                                            batch_size=config.eval_batch_size, channels_last=channels_last,
+                                            num_workers=config.num_workers))
 
     total = config.steps
     stop = min(total, config.stop_after_steps) if config.stop_after_steps else total
     items = _Transformed(train_dataset, train_transforms(config.crop_size, (config.scale_min, config.scale_max)))
-    plan = _BatchPlan(train_ids, config.batch_size, config.seed, step, stop)
+    plan = _BatchPlan(train_ids, config.batch_size, config.seed, step, stop, rows)
     loader = torch.utils.data.DataLoader(items, batch_sampler=plan, num_workers=config.num_workers,
                                          pin_memory=device.type == "cuda")
+    train_model = ctx.ddp(model)   # what the step calls: DDP averages the gradients over processes
     model.train()
     bar = tqdm(total=total, initial=step, desc=f"fine-tuning ({config.init})", unit="step",
-               disable=not config.progress)
+               disable=not (config.progress and ctx.is_main))
     tick, seen, metrics = time.perf_counter(), 0, None
     for images, masks in loader:
         images = normalize(images.to(device, non_blocking=True))
@@ -326,34 +352,37 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
         lr = poly_lr(step, total, config.lr, config.poly_power)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(config.seed * 1_000_003 + step)   # dropout of this step, whatever came before
+        # dropout of this step, whatever came before; its own on every process
+        torch.manual_seed(config.seed * 1_000_003 + step + ctx.rank * 2**40)
         guard.before_forward(model)
         with autocast(device, config.precision):
-            out = model(images)
-        terms = {"main": _loss(out["out"], masks)}
+            out = train_model(images)
+        labeled = ctx.mean((masks != IGNORE_INDEX).sum().float()) if ctx.distributed else None
+        terms = {"main": _loss(out["out"], masks, labeled)}
         if config.aux:
-            terms["aux"] = _loss(out["aux"], masks)
+            terms["aux"] = _loss(out["aux"], masks, labeled)
         loss = terms["main"] + config.aux_weight * terms["aux"] if config.aux else terms["main"]
-        if guard.loss_ok(step, lr, loss, lambda: {f"{k} loss": v for k, v in terms.items()}):
+        global_loss = ctx.mean(loss)   # every process takes the same decisions on it
+        if guard.loss_ok(step, lr, global_loss, lambda: {f"{k} loss": v for k, v in terms.items()}):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if guard.grads_ok(step, lr, loss, model.named_parameters()):
+            if guard.grads_ok(step, lr, global_loss, model.named_parameters()):
                 optimizer.step()
         step += 1
-        seen += images.shape[0]
+        seen += images.shape[0] * ctx.world_size
         bar.update(1)
 
         row = None
         if step % config.log_every == 0 or step == total:
             now = time.perf_counter()
-            row = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": seen / (now - tick),
+            row = {"step": step, "loss": global_loss.item(), "lr": lr, "images_per_s": seen / (now - tick),
                    "skipped_nonfinite": guard.skipped}
             tick, seen = now, 0
         if step == total or (config.eval_every and step % config.eval_every == 0):
             metrics = run_eval()
             row = {**(row or {"step": step, "skipped_nonfinite": guard.skipped}),
                    f"{config.eval_on}_miou": metrics["miou"], f"{config.eval_on}_pixel_acc": metrics["pixel_acc"]}
-        if row is not None:
+        if row is not None and ctx.is_main:
             row = run.log(row)
             history.append(row)
             bar.set_postfix(format_postfix(row, ("loss", f"{config.eval_on}_miou")))
@@ -364,10 +393,11 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
         return {"history": history, "metrics": None, "run_dir": run.path, "model": model}
     if metrics is None:   # resumed from the final checkpoint of a run that died before finishing
         metrics = run_eval()
-    save_segmentation_model(model, run.path / "model.pt")
-    run.mark_done({"steps": total, "eval_on": config.eval_on, "n_train": len(train_ids),
-                   "n_holdout": len(holdout_ids), "n_eval": len(eval_dataset), "metrics": metrics,
-                   "skipped_nonfinite": guard.skipped})
+    if ctx.is_main:
+        save_segmentation_model(model, run.path / "model.pt")
+        run.mark_done({"steps": total, "eval_on": config.eval_on, "n_train": len(train_ids),
+                       "n_holdout": len(holdout_ids), "n_eval": len(eval_dataset), "metrics": metrics,
+                       "skipped_nonfinite": guard.skipped})
     return {"history": history, "metrics": metrics, "run_dir": run.path, "model": model}
 
 
@@ -410,6 +440,8 @@ def _run_finetune(args) -> int:
     profile = load_yaml_params(args.params) if args.params else None
     result = finetune(from_args(FinetuneConfig, args, profile))
     m = result["metrics"]
+    if not is_main_process():
+        return 0
     if m is None:
         print(f"paused: {result['run_dir']} (continue with --resume)")
     else:

@@ -21,9 +21,10 @@ from byol_lite.backbones import build_backbone, save_backbone
 from byol_lite.byol import BYOL, PREDICTOR_SIDES, BYOLOutput, cosine_tau, regression_loss
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
 from byol_lite.diagnostics import collapse_std, effective_rank
+from byol_lite.distributed import is_main_process, setup as setup_distributed
 from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
-from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
-                             rng_state, seed_all, set_rng_state)
+from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, rng_state,
+                             seed_all, set_rng_state)
 
 
 @dataclass
@@ -77,6 +78,8 @@ class PretrainConfig:
     overwrite: bool = option(False, "start again in out_dir (the old folder is kept aside)")
     force_resume: bool = option(False, "resume even if settings differ from the run's")
     progress: bool = option(True, "show a progress bar")
+    sync_batchnorm: bool = option(True, "under torchrun with several processes: BatchNorm statistics over the "
+                                        "global batch (SyncBatchNorm); no effect in one process")
 
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.
@@ -117,15 +120,19 @@ def _images_source(config: PretrainConfig, dataset):
                              split=config.data_split)
 
 
-def _batches(images, batch_size: int, steps_per_epoch: int, seed: int, start_step: int, num_workers: int, pin: bool):
-    """Yields uint8 batches from ``start_step`` on; epoch e uses the permutation seeded by (seed, e)."""
+def _batches(images, batch_size: int, steps_per_epoch: int, seed: int, start_step: int, num_workers: int, pin: bool,
+             rows: slice = slice(None)):
+    """Yields uint8 batches from ``start_step`` on; epoch e uses the permutation seeded by (seed, e).
+
+    ``rows``: this process's part of every batch (the same permutation on every process, so the parts
+    are disjoint shards, reshuffled every epoch)."""
     cached = images if isinstance(images, torch.Tensor) else getattr(images, "images", None)
     step = start_step
     while True:
         epoch, offset = divmod(step, steps_per_epoch)
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(images), generator=gen)[: steps_per_epoch * batch_size]
-        order = order.view(steps_per_epoch, batch_size)[offset:]
+        order = order.view(steps_per_epoch, batch_size)[offset:, rows]
         if cached is not None:
             for idx in order:
                 yield cached[idx]
@@ -178,22 +185,24 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     by default the images named by ``config.data``.
     """
     config = from_params(PretrainConfig, {**dataclasses.asdict(config or PretrainConfig()), **params})
-    device = pick_device(config.device)
+    ctx = setup_distributed(config.device)    # one process unless started by torchrun
+    device = ctx.device
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
     seed_all(config.seed)
-    model = build_model(config)
+    model = ctx.sync_batchnorm(build_model(config), config.sync_batchnorm)
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
     images = _images_source(config, dataset)
     steps_per_epoch = len(images) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"only {len(images)} images for batch_size={config.batch_size}: lower the batch size")
+    rows = ctx.rows(config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
     warmup = round(config.warmup_epochs * steps_per_epoch)
     peak_lr = scaled_lr(config.base_lr, config.batch_size)
 
-    run = RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
-                 resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume,
-                 dataset=dataset_fingerprint(images))
+    run = ctx.on_main(lambda: RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume,
+                                     overwrite=config.overwrite, resumable_changes=RESUMABLE_CHANGES,
+                                     force_resume=config.force_resume, dataset=dataset_fingerprint(images)))
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -201,7 +210,10 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     augment = build_augment(config)
     probe = _probe_batch(images) if config.rank_every else None
 
-    step, history, state = run.restore(model, optimizer) if config.resume else (0, [], {})
+    step, history, state = ctx.on_main(lambda: run.restore(model, optimizer) if config.resume else (0, [], {}))
+    if state and not ctx.is_main:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     if state:
         set_rng_state(state["rng"])
     guard = NonFiniteGuard(run, config.skip_nonfinite, skipped=state.get("skipped_nonfinite", 0),
@@ -209,20 +221,24 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
 
     def save():
         guard.check_weights(step, model)
-        run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                             "rng": rng_state(), "config": dataclasses.asdict(config),
-                             "skipped_nonfinite": guard.skipped})
-        save_backbone(model.encoder, run.path / "backbone.pt")
+        ctx.check_replicas(model, step)
+        if ctx.is_main:
+            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                 "rng": rng_state(), "config": dataclasses.asdict(config),
+                                 "skipped_nonfinite": guard.skipped})
+            save_backbone(model.encoder, run.path / "backbone.pt")
 
     batches = _batches(images, config.batch_size, steps_per_epoch, config.seed, step, config.num_workers,
-                       pin=device.type == "cuda")
+                       pin=device.type == "cuda", rows=rows)
+    train_model = ctx.ddp(model)   # what the step calls: DDP averages the gradients over processes
     model.train()
-    bar = tqdm(total=total, initial=step, desc="BYOL pretraining", unit="step", disable=not config.progress)
+    bar = tqdm(total=total, initial=step, desc="BYOL pretraining", unit="step",
+               disable=not (config.progress and ctx.is_main))
     tick, seen = time.perf_counter(), 0
     while step < total:
         batch = next(batches).to(device, non_blocking=True)
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        view1, view2 = augment(batch, gen)
+        view1, view2 = augment(batch, gen, batch_size=config.batch_size, offset=rows.start)
         if channels_last:
             view1 = view1.contiguous(memory_format=torch.channels_last)
             view2 = view2.contiguous(memory_format=torch.channels_last)
@@ -231,33 +247,35 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
             group["lr"] = lr
         guard.before_forward(model)
         with autocast(device, config.precision):
-            out = model(view1, view2)
+            out = train_model(view1, view2)
+        loss = ctx.mean(out.loss)   # the global batch's loss: every process takes the same decisions on it
         tau = cosine_tau(step, total, config.base_tau) if config.tau_schedule == "cosine" else config.base_tau
-        if guard.loss_ok(step, lr, out.loss, lambda: loss_terms(out)):
+        if guard.loss_ok(step, lr, loss, lambda: loss_terms(out)):
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            if guard.grads_ok(step, lr, out.loss, model.named_parameters()):
+            if guard.grads_ok(step, lr, loss, model.named_parameters()):
                 optimizer.step()
                 model.update_target(tau)
         step += 1
-        seen += batch.shape[0]
+        seen += batch.shape[0] * ctx.world_size
         bar.update(1)
 
         if step % config.log_every == 0 or step in (1, total):
             now = time.perf_counter()
-            row = {"step": step, "epoch": step / steps_per_epoch, "loss": out.loss.item(), "tau": tau, "lr": lr,
-                   "collapse_std": collapse_std(out.online_proj), "images_per_s": seen / (now - tick),
+            row = {"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "tau": tau, "lr": lr,
+                   "collapse_std": collapse_std(ctx.gather(out.online_proj)), "images_per_s": seen / (now - tick),
                    "skipped_nonfinite": guard.skipped}
-            if config.rank_every and (step % config.rank_every == 0 or step == total):
-                row["feature_rank"] = feature_rank(model, probe, augment, device)
-            row = run.log(row)
-            history.append(row)
-            bar.set_postfix(format_postfix(row, ("loss", "collapse_std")))
+            if ctx.is_main:
+                if config.rank_every and (step % config.rank_every == 0 or step == total):
+                    row["feature_rank"] = feature_rank(model, probe, augment, device)
+                row = run.log(row)
+                history.append(row)
+                bar.set_postfix(format_postfix(row, ("loss", "collapse_std")))
             tick, seen = time.perf_counter(), 0
         if step % config.checkpoint_every == 0 or step == total:
             save()
     bar.close()
-    if not run.done:
+    if ctx.is_main and not run.done:
         run.mark_done({"steps": total, "final": history[-1] if history else {}, "skipped_nonfinite": guard.skipped})
     return PretrainResult(model, history, run.path)
 
@@ -275,5 +293,6 @@ def _run_cli(args) -> int:
     profile = load_yaml_params(args.params) if args.params else None
     result = pretrain(from_args(PretrainConfig, args, profile))
     last = result.history[-1] if result.history else {}
-    print(f"done: {result.run_dir} (step {last.get('step')}, loss {last.get('loss', math.nan):.4f})")
+    if is_main_process():
+        print(f"done: {result.run_dir} (step {last.get('step')}, loss {last.get('loss', math.nan):.4f})")
     return 0

@@ -106,31 +106,50 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, norm
     return fig
 
 
+def plot_sweep(rows: Sequence[dict], x: str, y: str, hue: str | None = None, log_x: bool = False) -> Figure:
+    """``y`` against ``x``, one line per value of ``hue``: the mean over the rows that share (hue, x) -- e.g. over
+    seeds --, their min-max as a band and each row as a dot. ``x`` may be numeric or categorical."""
+    groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups["all" if hue is None else str(r[hue])][r[x]].append(float(r[y]))
+    xs_all = sorted({r[x] for r in rows}, key=lambda v: (isinstance(v, str), v))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
+    pos = (lambda v: float(v)) if numeric else {v: i for i, v in enumerate(xs_all)}.__getitem__
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for name, points in sorted(groups.items()):
+        xs = [v for v in xs_all if v in points]
+        mean = [float(np.mean(points[v])) for v in xs]
+        n = max(len(p) for p in points.values())
+        line, = ax.plot([pos(v) for v in xs], mean, marker="o",
+                        label=f"{name} (mean of {n})" if hue is not None else f"mean of {n}")
+        ax.fill_between([pos(v) for v in xs], [min(points[v]) for v in xs], [max(points[v]) for v in xs],
+                        color=line.get_color(), alpha=0.2)
+        for v in xs:
+            ax.scatter([pos(v)] * len(points[v]), points[v], color=line.get_color(), s=10, alpha=0.6)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks([pos(v) for v in xs_all], [f"{v:g}" if numeric else str(v) for v in xs_all])
+    ax.minorticks_off()
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.grid(alpha=0.3)
+    ax.legend(title=hue)
+    return fig
+
+
 def plot_label_efficiency(rows: Sequence[dict], metric: str = "miou") -> Figure:
     """``metric`` against the label fraction, one line per arm (mean over seeds, min–max band, seeds as dots).
 
     ``rows``: dicts with ``arm``, ``label_fraction`` and ``metric``, as :func:`byol_lite.experiment.run_experiment`
     writes them.
     """
-    by_arm: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        by_arm[r["arm"]][float(r["label_fraction"])].append(float(r[metric]))
-    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
-    ax = fig.subplots()
-    for arm, points in sorted(by_arm.items()):
-        xs = sorted(points)
-        mean = [float(np.mean(points[x])) for x in xs]
-        line, = ax.plot(xs, mean, marker="o", label=f"{arm} (mean of {max(len(v) for v in points.values())} seeds)")
-        ax.fill_between(xs, [min(points[x]) for x in xs], [max(points[x]) for x in xs], color=line.get_color(),
-                        alpha=0.2)
-        for x in xs:
-            ax.scatter([x] * len(points[x]), points[x], color=line.get_color(), s=10, alpha=0.6)
-    ax.set_xscale("log")
-    fractions = sorted({float(r["label_fraction"]) for r in rows})
+    rows = [{**r, "label_fraction": float(r["label_fraction"])} for r in rows]
+    fig = plot_sweep(rows, "label_fraction", metric, hue="arm", log_x=True)
+    ax = fig.axes[0]
+    fractions = sorted({r["label_fraction"] for r in rows})
     ax.set_xticks(fractions, [f"{100 * f:g}%" for f in fractions])
     ax.minorticks_off()
     ax.set_xlabel("fraction of the labeled training pool used")
     ax.set_ylabel("mIoU" if metric == "miou" else metric)
-    ax.grid(alpha=0.3)
-    ax.legend()
     return fig

@@ -265,8 +265,8 @@ class NaNAtCall:
     def __getattr__(self, name):
         return getattr(self.augment, name)
 
-    def __call__(self, batch, gen):
-        v1, v2 = self.augment(batch, gen)
+    def __call__(self, batch, gen, **shard):
+        v1, v2 = self.augment(batch, gen, **shard)
         if self.calls == self.k:
             v1 = v1.clone()
             v1[0] = float("nan")

@@ -1,0 +1,155 @@
+"""Several processes under torchrun (gloo, CPU) train exactly the model one process trains with the
+global batch: same loss, same online and target weights, same BatchNorm statistics.
+
+The 2-process runs go through the real command line (``torchrun -m byol_lite pretrain``), so the
+sharding, the per-image augmentation, SyncBatchNorm, DDP's gradient average, the LR rule and the EMA
+are all on the path being compared.
+"""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from byol_lite.checkpoint import safe_load
+from byol_lite.distributed import Context
+from byol_lite.finetune import finetune
+from byol_lite.pretrain import PretrainConfig, build_model, pretrain
+from byol_lite.runs import seed_all
+from conftest import blocks_dataset
+
+TINY_CLI = dict(device="cpu", image_size=32, width=8, proj_hidden=64, pred_hidden=64, proj_dim=32, batch_size=16,
+                max_steps=2, log_every=1, rank_every=0, checkpoint_every=1, base_lr=2.0, warmup_epochs=0)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """40 px PNGs of coloured blocks, read by ``--data folder`` (the same images in every process)."""
+    folder = tmp_path_factory.mktemp("images")
+    for i, img in enumerate(blocks_dataset(n=48, size=40, seed=3)):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def torchrun(command: str, nproc: int, options: dict, cwd) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "byol_lite", command, "--no-progress"]
+    for k, v in options.items():
+        flag = "--" + k.replace("_", "-")
+        args += [flag] if v is True else [f"--no-{flag[2:]}"] if v is False else [flag, str(v)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def update_error(one: dict, other: dict, start: dict) -> float:
+    """|other - one| / |one - start| over the online network and predictor: how far ``other``'s training
+    moved the weights differently from ``one``'s, relative to how far ``one``'s moved them. Float32 sums
+    over half batches differ in the last bits, which BatchNorm's backward amplifies, so "equal" here
+    means well below 1% (a different model is of order 100%)."""
+    keys = [k for k in one if one[k].is_floating_point() and not k.startswith("target.") and "running_" not in k]
+    diff = torch.cat([(other[k] - one[k]).flatten() for k in keys]).norm()
+    return float(diff / torch.cat([(one[k] - start[k]).flatten() for k in keys]).norm())
+
+
+def assert_close_state(a: dict, b: dict, rtol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=rtol, atol=rtol, msg=lambda m: f"{k}: {m}")
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_two_processes_match_one_process_with_the_global_batch(image_folder, tmp_path):
+    settings = dict(TINY_CLI, data="folder", data_root=str(image_folder))
+    seed_all(0)
+    start = build_model(PretrainConfig(**settings)).state_dict()
+    one = pretrain(out_dir=tmp_path / "one", progress=False, **settings).run_dir
+    done = torchrun("pretrain", 2, dict(settings, out_dir=tmp_path / "two"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("done:") == 1            # rank 0 alone reports
+    a, b = safe_load(one / "last.pt"), safe_load(tmp_path / "two" / "last.pt")
+    assert a["step"] == b["step"] == 2
+    assert update_error(a["model"], b["model"], start) < 0.01
+    # the EMA target and the BatchNorm running statistics (online and target) follow
+    assert_close_state({k: v for k, v in a["model"].items() if k.startswith("target.") or "running_" in k},
+                       {k: v for k, v in b["model"].items() if k.startswith("target.") or "running_" in k}, 1e-4)
+    for ra, rb in zip(metrics(one), metrics(tmp_path / "two"), strict=True):
+        assert ra["step"] == rb["step"]
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4)
+        assert ra["collapse_std"] == pytest.approx(rb["collapse_std"], rel=1e-4)   # over the global batch
+
+    # (Without SyncBatchNorm, --no-sync-batchnorm, each process normalises its half batch: measured, the
+    # update error is then about 1.3 instead of 0.002, so the comparison above does tell.)
+
+    # An error on rank 0 (the run folder holds a finished run) reaches every process: one message, no hang.
+    again = torchrun("pretrain", 2, dict(settings, out_dir=tmp_path / "two"), cwd=tmp_path)
+    assert again.returncode != 0 and again.stderr.count("already holds a finished run") == 1
+
+
+def test_finetune_two_processes_match_one_process_also_when_resumed(tmp_path):
+    """The linear head has no dropout, so the runs must agree: same crops (per-item seeds), same shards,
+    the loss normalised over the global batch's labeled pixels, SyncBatchNorm, evaluation on rank 0.
+    The 2-process run pauses after one step and is resumed: rank 0 reads the checkpoint, the others
+    receive it."""
+    settings = dict(device="cpu", width=8, head="linear", batch_size=4, steps=2, crop_size=32, log_every=1,
+                    checkpoint_every=1, label_fraction=0.02, lr=0.5)
+    one = finetune(out_dir=tmp_path / "one", progress=False, **settings)
+    two = tmp_path / "two"
+    paused = torchrun("finetune", 2, dict(settings, out_dir=two, stop_after_steps=1), cwd=tmp_path)
+    assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr[-3000:]
+    done = torchrun("finetune", 2, dict(settings, out_dir=two, resume=True), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("mIoU") == 1
+    assert_close_state(safe_load(one["run_dir"] / "last.pt")["model"], safe_load(two / "last.pt")["model"], 1e-3)
+    for ra, rb in zip(metrics(one["run_dir"]), metrics(two), strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+    summary = json.loads((two / "done.json").read_text())
+    assert summary["metrics"]["miou"] == pytest.approx(one["metrics"]["miou"], abs=1e-6)
+
+
+def test_batch_must_split_evenly_and_rows_are_disjoint():
+    contexts = [Context(torch.device("cpu"), rank, 4) for rank in range(4)]
+    rows = [list(range(64))[c.rows(64)] for c in contexts]
+    assert sorted(sum(rows, [])) == list(range(64)) and all(len(r) == 16 for r in rows)
+    with pytest.raises(ValueError, match="batch_size=30 does not split evenly over 4 processes"):
+        contexts[1].rows(30)
+
+
+def test_one_process_is_untouched():
+    ctx = Context(torch.device("cpu"))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    assert ctx.sync_batchnorm(model) is model and ctx.ddp(model) is model
+    x = torch.randn(5)
+    assert ctx.mean(x) is x and ctx.gather(x) is x and ctx.on_main(lambda: 7) == 7
+
+
+class _TwoProcesses(Context):
+    """Rank 0 of 2, whose partner's weights are ``other``: what ``check_replicas`` gathers."""
+
+    def __init__(self, other: torch.nn.Module):
+        super().__init__(torch.device("cpu"), 0, 2)
+        object.__setattr__(self, "other", other)
+
+    def gather(self, tensor):
+        norms = torch.stack([p.detach().norm() for p in self.other.parameters()])[None]
+        return torch.cat([tensor, norms])
+
+
+def test_replica_check_names_the_parameters_that_differ():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    twin = copy.deepcopy(model)
+    _TwoProcesses(twin).check_replicas(model, step=5)          # equal weights: nothing to say
+    with torch.no_grad():
+        twin[1].bias.add_(1e-3)
+    with pytest.raises(RuntimeError, match=r"after step 5 the weights differ between the 2 processes in 1\.bias"):
+        _TwoProcesses(twin).check_replicas(model, step=5)
