@@ -1,0 +1,186 @@
+"""Object-level BYOL (DetCon-B, Hénaff et al. 2021): the BYOL loss per unsupervised region, not per image.
+
+- Regions: Felzenszwalb–Huttenlocher segments of each stored image (never its labels), merged to at most
+  ``num_regions`` (default 8, a handful per 64-px view): the largest segments are kept, every other one
+  joins the kept segment nearest in mean colour and centroid. Computed once per image set, then cached.
+- A view's mask is the image's region map put through that view's own crop and flip (nearest, at the
+  view's resolution), one-hot; it is area-averaged down to the feature map's grid, so each cell holds
+  the fraction of its pixels in each region.
+- Pooling is on the encoder's last feature map (before the projector): a region's vector is the
+  fraction-weighted mean of the cells; projector and predictor then run per region. Only regions present
+  in both views enter the heads and the loss (mean over those pairs, both directions summed, as BYOL's).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.segmentation import felzenszwalb
+from tqdm.auto import tqdm
+
+from byol_lite.augment import BYOLAugment, ViewParams, apply_geometry
+from byol_lite.byol import BYOL
+from byol_lite.checkpoint import atomic_save, safe_load
+
+FH_SIGMA = 0.8              # Gaussian smoothing before segmentation (skimage's and the FH paper's default)
+FH_MIN_FRACTION = 0.01      # smallest FH segment, as a fraction of the image area
+METHOD_VERSION = 1          # part of the cache key: bump when segment_regions changes its output
+
+_MEMORY: dict[str, torch.Tensor] = {}   # cache key -> region maps, for repeated runs in one process
+_MEMORY_MAX = 4
+
+
+def segment_regions(image: torch.Tensor, num_regions: int, scale: float) -> torch.Tensor:
+    """uint8 ``[H, W]`` region ids in ``[0, num_regions)`` (0 = largest) for one uint8 ``[3, H, W]`` image."""
+    img = image.permute(1, 2, 0).cpu().numpy()
+    h, w = img.shape[:2]
+    seg = felzenszwalb(img, scale=scale, sigma=FH_SIGMA, min_size=max(1, round(FH_MIN_FRACTION * h * w)))
+    flat = seg.ravel()
+    size = np.bincount(flat)
+    yy, xx = np.mgrid[:h, :w]
+    coords = [img[..., c].ravel() / 255 for c in range(3)] + [yy.ravel() / h, xx.ravel() / w]
+    feats = np.stack([np.bincount(flat, weights=v, minlength=len(size)) / size for v in coords], 1)
+    kept = np.argsort(-size, kind="stable")[:num_regions]
+    assign = ((feats[:, None, :] - feats[None, kept, :]) ** 2).sum(-1).argmin(1)
+    assign[kept] = np.arange(len(kept))          # a kept segment is its own region, even if another is as near
+    return torch.from_numpy(assign[seg].astype(np.uint8))
+
+
+def _check_num_regions(num_regions: int) -> None:
+    if not 1 <= num_regions <= 255:
+        raise ValueError(f"num_regions={num_regions}: region ids are stored as uint8, choose 1 to 255")
+
+
+def region_masks(images: torch.Tensor, num_regions: int = 8, scale: float = 100.0,
+                 progress: bool = False) -> torch.Tensor:
+    """uint8 ``[N, H, W]`` region maps of uint8 images ``[N, 3, H, W]`` (about 8 ms per 80-px image)."""
+    _check_num_regions(num_regions)
+    out = torch.empty(images.shape[0], *images.shape[2:], dtype=torch.uint8)
+    for i in tqdm(range(len(images)), desc="region masks", unit="img", disable=not progress):
+        out[i] = segment_regions(images[i], num_regions, scale)
+    return out
+
+
+def _disk_path(dataset, key: str) -> Path | None:
+    """Next to the image files of a file-backed set, in a hidden folder that image listings skip."""
+    files = getattr(dataset, "files", None)
+    if not files:
+        return None
+    return Path(os.path.commonpath([Path(f).parent for f in files])) / ".byol_lite-cache" / f"regions-{key}.pt"
+
+
+def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, progress: bool = False) -> torch.Tensor:
+    """:func:`region_masks` of a cached image set (a uint8 tensor, or a dataset with ``.images``), computed once.
+
+    Kept in memory for this process and, for a file-backed set, on disk next to its images, under a
+    key made of the images' content and the method's settings (new images or settings: new masks).
+    """
+    from byol_lite.runs import dataset_fingerprint
+
+    _check_num_regions(num_regions)
+    images = dataset if isinstance(dataset, torch.Tensor) else dataset.images
+    key = hashlib.sha1(f"{dataset_fingerprint(images)}|{num_regions}|{scale}|{FH_SIGMA}|{FH_MIN_FRACTION}|"
+                       f"{METHOD_VERSION}".encode()).hexdigest()[:16]
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = _disk_path(dataset, key)
+    masks = None
+    if path is not None and path.is_file():
+        try:
+            masks = safe_load(path)
+        except ValueError as err:
+            warnings.warn(f"{path}: unreadable region-mask cache, recomputing it ({err})", RuntimeWarning)
+        if masks is not None and (not isinstance(masks, torch.Tensor) or masks.dtype != torch.uint8
+                                  or masks.shape != (images.shape[0], *images.shape[2:])):
+            warnings.warn(f"{path}: region-mask cache does not fit the images, recomputing it", RuntimeWarning)
+            masks = None
+    if masks is None:
+        masks = region_masks(images, num_regions, scale, progress)
+        if path is not None:
+            try:
+                atomic_save(masks, path)
+            except OSError as err:
+                warnings.warn(f"could not cache region masks at {path} ({err}); they will be computed again "
+                              "next time (make the image folder writable to keep them)", RuntimeWarning)
+    while len(_MEMORY) >= _MEMORY_MAX:
+        _MEMORY.pop(next(iter(_MEMORY)))
+    _MEMORY[key] = masks
+    return masks
+
+
+class RegionImages(torch.utils.data.Dataset):
+    """A streamed image set (too large to cache) whose items carry their region map as a 4th channel,
+    computed per item (in the DataLoader's workers)."""
+
+    def __init__(self, dataset, num_regions: int, scale: float):
+        _check_num_regions(num_regions)
+        self.dataset, self.num_regions, self.scale = dataset, num_regions, scale
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.dataset[index]
+        return torch.cat([image, segment_regions(image, self.num_regions, self.scale)[None]])
+
+
+def with_regions(dataset, num_regions: int = 8, scale: float = 100.0, progress: bool = False):
+    """The images with their region map as a 4th uint8 channel ``[.., 4, H, W]``, so one batch index
+    (and one host-to-device copy) delivers both: a tensor for cached sets, a Dataset for streamed ones."""
+    images = dataset if isinstance(dataset, torch.Tensor) else getattr(dataset, "images", None)
+    if images is None:
+        return RegionImages(dataset, num_regions, scale)
+    masks = cached_region_masks(dataset, num_regions, scale, progress)
+    return torch.cat([images, masks[:, None]], dim=1)
+
+
+def view_masks(regions: torch.Tensor, params: ViewParams, size: int, num_regions: int) -> torch.Tensor:
+    """One-hot float ``[B, K, size, size]``: region maps ``[B, 1, H, W]`` cropped and flipped as the view was."""
+    labels = apply_geometry(regions, params, size, mode="nearest")[:, 0].long()
+    return F.one_hot(labels, num_regions).permute(0, 3, 1, 2).float()
+
+
+def region_views(augment: BYOLAugment, batch: torch.Tensor, generator, num_regions: int):
+    """``(view1, view2, masks1, masks2)`` of a batch ``[B, 4, H, W]`` made by :func:`with_regions`."""
+    (view1, view2), params = augment(batch[:, :3], generator, return_params=True)
+    return view1, view2, *(view_masks(batch[:, 3:], p, augment.size, num_regions) for p in params)
+
+
+def pool_regions(fmap: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``[B, K, C]``: per region, the mean of the feature map ``[B, C, h, w]`` weighted by the fraction
+    of each cell that the region covers (``masks`` ``[B, K, H, W]`` at any resolution; zeros if absent)."""
+    weights = F.adaptive_avg_pool2d(masks.float(), fmap.shape[-2:])
+    area = weights.sum(dim=(2, 3))
+    return torch.einsum("bkhw,bchw->bkc", weights, fmap.float()) / area.clamp_min(1e-12)[..., None]
+
+
+def present(masks: torch.Tensor) -> torch.Tensor:
+    """``[B, K]`` bool: the region covers at least one pixel of the view."""
+    return masks.flatten(2).amax(dim=2) > 0
+
+
+class RegionView(NamedTuple):
+    image: torch.Tensor     # [B, 3, S, S] the normalised view
+    masks: torch.Tensor     # [B, K, S, S] its one-hot region masks
+    keep: torch.Tensor      # [B, K] regions present in both views
+
+
+class ObjectBYOL(BYOL):
+    """BYOL with one loss term per region present in both views (same modules, so same checkpoints).
+
+    The heads see ``[M, C]`` region vectors (M = regions kept in the batch), each view separately, so
+    BatchNorm statistics are per view and never include an absent region.
+    """
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, masks1: torch.Tensor, masks2: torch.Tensor):
+        keep = present(masks1) & present(masks2)
+        return super().forward(RegionView(view1, masks1, keep), RegionView(view2, masks2, keep))
+
+    def _represent(self, encoder, view: RegionView) -> torch.Tensor:
+        return pool_regions(encoder(view.image)[1], view.masks)[view.keep]
