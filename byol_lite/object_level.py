@@ -48,7 +48,6 @@ def segment_regions(image: torch.Tensor, num_regions: int, scale: float) -> torc
     feats = np.stack([np.bincount(flat, weights=v, minlength=len(size)) / size for v in coords], 1)
     kept = np.argsort(-size, kind="stable")[:num_regions]
     assign = ((feats[:, None, :] - feats[None, kept, :]) ** 2).sum(-1).argmin(1)
-    assign[kept] = np.arange(len(kept))          # a kept segment is its own region, even if another is as near
     return torch.from_numpy(assign[seg].astype(np.uint8))
 
 
