@@ -1,8 +1,9 @@
 """Object-level BYOL (DetCon-B, Hénaff et al. 2021): the BYOL loss per unsupervised region, not per image.
 
-- Regions: Felzenszwalb–Huttenlocher segments of each stored image (never its labels), merged to at most
-  ``num_regions`` (default 8, a handful per 64-px view): the largest segments are kept, every other one
-  joins the kept segment nearest in mean colour and centroid. Computed once per image set, then cached.
+- Regions: Felzenszwalb–Huttenlocher segments of each stored image (never its labels), at most 96 px a side,
+  merged to at most ``num_regions`` (default 8, a handful per 64-px view): the largest segments are kept,
+  every other one joins the kept segment nearest in mean colour and centroid. Computed once per image
+  set (cached or streamed), then kept in memory and on disk next to the images.
 - A view's mask is the image's region map put through that view's own crop and flip (nearest, at the
   view's resolution), one-hot; it is area-averaged down to the feature map's grid, so each cell holds
   the fraction of its pixels in each region.
@@ -30,6 +31,8 @@ from byol_lite.checkpoint import atomic_save, safe_load
 
 FH_SIGMA = 0.8              # Gaussian smoothing before segmentation (skimage's and the FH paper's default)
 FH_MIN_FRACTION = 0.01      # smallest FH segment, as a fraction of the image area
+SEGMENT_MAX_SIZE = 96       # larger images are segmented at this size: FH's cost grows with the pixels,
+                            # and a region only needs the feature map's precision (a 224-px view has 7-28 cells)
 METHOD_VERSION = 1          # part of the cache key: bump when segment_regions changes its output
 
 _MEMORY: dict[str, torch.Tensor] = {}   # cache key -> region maps, for repeated runs in one process
@@ -37,7 +40,13 @@ _MEMORY_MAX = 4
 
 
 def segment_regions(image: torch.Tensor, num_regions: int, scale: float) -> torch.Tensor:
-    """uint8 ``[H, W]`` region ids in ``[0, num_regions)`` (0 = largest) for one uint8 ``[3, H, W]`` image."""
+    """uint8 region ids in ``[0, num_regions)`` (0 = largest) for one uint8 ``[3, H, W]`` image, at its size
+    or, if larger, brought down to ``SEGMENT_MAX_SIZE`` on its longer side."""
+    ratio = SEGMENT_MAX_SIZE / max(image.shape[1:])
+    if ratio < 1:
+        small = [round(n * ratio) for n in image.shape[1:]]
+        image = F.interpolate(image[None].float(), small, mode="bilinear", antialias=True, align_corners=False)
+        image = image[0].round().clamp(0, 255).to(torch.uint8)
     img = image.permute(1, 2, 0).cpu().numpy()
     h, w = img.shape[:2]
     seg = felzenszwalb(img, scale=scale, sigma=FH_SIGMA, min_size=max(1, round(FH_MIN_FRACTION * h * w)))
@@ -56,14 +65,26 @@ def _check_num_regions(num_regions: int) -> None:
         raise ValueError(f"num_regions={num_regions}: region ids are stored as uint8, choose 1 to 255")
 
 
-def region_masks(images: torch.Tensor, num_regions: int = 8, scale: float = 100.0,
+class _Segment(torch.utils.data.Dataset):
+    def __init__(self, images, num_regions: int, scale: float):
+        self.images, self.num_regions, self.scale = images, num_regions, scale
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return segment_regions(self.images[index], self.num_regions, self.scale)
+
+
+def region_masks(images, num_regions: int = 8, scale: float = 100.0, workers: int = 0,
                  progress: bool = False) -> torch.Tensor:
-    """uint8 ``[N, H, W]`` region maps of uint8 images ``[N, 3, H, W]`` (about 8 ms per 80-px image)."""
+    """uint8 ``[N, h, w]`` region maps of uint8 images ``[N, 3, H, W]`` or a Dataset of them
+    (8-12 ms per image of 80 px or more on one core; ``workers`` DataLoader processes share the work)."""
     _check_num_regions(num_regions)
-    out = torch.empty(images.shape[0], *images.shape[2:], dtype=torch.uint8)
-    for i in tqdm(range(len(images)), desc="region masks", unit="img", disable=not progress):
-        out[i] = segment_regions(images[i], num_regions, scale)
-    return out
+    segments = _Segment(images, num_regions, scale)
+    # (the sampler bounds the indices: a Dataset may not raise IndexError past its end)
+    loader = torch.utils.data.DataLoader(segments, batch_size=None, num_workers=workers)
+    return torch.stack(list(tqdm(loader, desc="region masks", unit="img", disable=not progress)))
 
 
 def _disk_path(dataset, key: str) -> Path | None:
@@ -74,18 +95,22 @@ def _disk_path(dataset, key: str) -> Path | None:
     return Path(os.path.commonpath([Path(f).parent for f in files])) / ".byol_lite-cache" / f"regions-{key}.pt"
 
 
-def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, progress: bool = False) -> torch.Tensor:
-    """:func:`region_masks` of a cached image set (a uint8 tensor, or a dataset with ``.images``), computed once.
+def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, workers: int = 0,
+                        progress: bool = False) -> torch.Tensor:
+    """:func:`region_masks` of an image set (a uint8 tensor or a Dataset), computed once.
 
     Kept in memory for this process and, for a file-backed set, on disk next to its images, under a
-    key made of the images' content and the method's settings (new images or settings: new masks).
+    key made of the set's identity (:func:`~byol_lite.runs.dataset_fingerprint`: content when cached,
+    file names and sizes when streamed) and the method's settings (new images or settings: new masks).
     """
     from byol_lite.runs import dataset_fingerprint
 
     _check_num_regions(num_regions)
-    images = dataset if isinstance(dataset, torch.Tensor) else dataset.images
-    key = hashlib.sha1(f"{dataset_fingerprint(images)}|{num_regions}|{scale}|{FH_SIGMA}|{FH_MIN_FRACTION}|"
-                       f"{METHOD_VERSION}".encode()).hexdigest()[:16]
+    identity = dataset_fingerprint(dataset)
+    if identity.endswith(f" items of {type(dataset).__name__}"):     # no content or file identity: never reuse
+        return region_masks(dataset, num_regions, scale, workers, progress)
+    key = hashlib.sha1(f"{identity}|{num_regions}|{scale}|{FH_SIGMA}|{FH_MIN_FRACTION}|"
+                       f"{SEGMENT_MAX_SIZE}|{METHOD_VERSION}".encode()).hexdigest()[:16]
     if key in _MEMORY:
         return _MEMORY[key]
     path = _disk_path(dataset, key)
@@ -96,11 +121,11 @@ def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, pro
         except ValueError as err:
             warnings.warn(f"{path}: unreadable region-mask cache, recomputing it ({err})", RuntimeWarning)
         if masks is not None and (not isinstance(masks, torch.Tensor) or masks.dtype != torch.uint8
-                                  or masks.shape != (images.shape[0], *images.shape[2:])):
+                                  or masks.ndim != 3 or len(masks) != len(dataset)):
             warnings.warn(f"{path}: region-mask cache does not fit the images, recomputing it", RuntimeWarning)
             masks = None
     if masks is None:
-        masks = region_masks(images, num_regions, scale, progress)
+        masks = region_masks(dataset, num_regions, scale, workers, progress)
         if path is not None:
             try:
                 atomic_save(masks, path)
@@ -113,30 +138,37 @@ def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, pro
     return masks
 
 
-class RegionImages(torch.utils.data.Dataset):
-    """A streamed image set (too large to cache) whose items carry their region map as a 4th channel,
-    computed per item (in the DataLoader's workers)."""
+def _resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
+    """Nearest (pixel-centre aligned) resampling of uint8 label maps ``[..., h, w]`` to ``size``."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    flat = labels.reshape(-1, 1, *labels.shape[-2:]).float()
+    out = F.interpolate(flat, size=tuple(size), mode="nearest-exact")
+    return out.to(torch.uint8).reshape(*labels.shape[:-2], *size)
 
-    def __init__(self, dataset, num_regions: int, scale: float):
-        _check_num_regions(num_regions)
-        self.dataset, self.num_regions, self.scale = dataset, num_regions, scale
+
+class RegionImages(torch.utils.data.Dataset):
+    """A streamed image set (too large to cache) whose items carry their region map as a 4th channel."""
+
+    def __init__(self, dataset, masks: torch.Tensor):
+        self.dataset, self.masks = dataset, masks
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.dataset[index]
-        return torch.cat([image, segment_regions(image, self.num_regions, self.scale)[None]])
+        return torch.cat([image, _resize_labels(self.masks[index], image.shape[1:])[None]])
 
 
-def with_regions(dataset, num_regions: int = 8, scale: float = 100.0, progress: bool = False):
+def with_regions(dataset, num_regions: int = 8, scale: float = 100.0, workers: int = 0, progress: bool = False):
     """The images with their region map as a 4th uint8 channel ``[.., 4, H, W]``, so one batch index
     (and one host-to-device copy) delivers both: a tensor for cached sets, a Dataset for streamed ones."""
+    masks = cached_region_masks(dataset, num_regions, scale, workers, progress)
     images = dataset if isinstance(dataset, torch.Tensor) else getattr(dataset, "images", None)
     if images is None:
-        return RegionImages(dataset, num_regions, scale)
-    masks = cached_region_masks(dataset, num_regions, scale, progress)
-    return torch.cat([images, masks[:, None]], dim=1)
+        return RegionImages(dataset, masks)
+    return torch.cat([images, _resize_labels(masks, images.shape[2:])[:, None]], dim=1)
 
 
 def view_masks(regions: torch.Tensor, params: ViewParams, size: int, num_regions: int) -> torch.Tensor:

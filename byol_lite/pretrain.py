@@ -217,7 +217,7 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
         save_backbone(model.encoder, run.path / "backbone.pt")
 
     source = images if config.objective == "global" else with_regions(images, config.num_regions, config.fh_scale,
-                                                                      progress=config.progress)
+                                                                      config.num_workers, config.progress)
     batches = _batches(source, config.batch_size, steps_per_epoch, config.seed, step, config.num_workers,
                        pin=device.type == "cuda")
     model.train()

@@ -191,6 +191,37 @@ def test_streamed_images_carry_the_same_masks(tmp_path):
         with_regions(cached[:, :3], 300)
 
 
+class Plain(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images_list = images
+
+    def __len__(self):
+        return len(self.images_list)
+
+    def __getitem__(self, i):
+        return self.images_list[i]
+
+
+def test_sets_without_content_identity_are_never_served_stale_masks(tmp_path):
+    halves = quadrant_batch(2, 24)[:, :3]
+    first = with_regions(Plain(list(halves)), 4, 50.0)
+    second = with_regions(Plain(list(halves.flip(-1))), 4, 50.0)     # same type and length, other content
+    assert not torch.equal(first[0][3], second[0][3])
+
+
+def test_large_images_are_segmented_small_and_their_masks_brought_back(tmp_path):
+    files = _image_folder(tmp_path, n=3, size=120)              # 3 x 3 blocks of 40 px, larger than 96 px
+    streamed = with_regions(UnlabeledImages(files, image_size=120, cache=False), 9, 50.0)
+    assert len(list((tmp_path / ".byol_lite-cache").glob("regions-*.pt"))) == 1
+    for i in range(3):
+        item = streamed[i]
+        assert item.shape == (4, 120, 120) and torch.equal(item[:3], UnlabeledImages(files, 120)[i])
+        blocks = item[3].view(3, 40, 3, 40)[:, 4:-4, :, 4:-4]  # each block, 4 px in from its edges
+        assert (blocks == blocks[:, :1, :, :1]).all()           # is one region
+        assert len(blocks[:, 0, :, 0].unique()) == len(item[:3].view(3, 3, 40, 3, 40)[:, :, 0, :, 0]
+                                                       .flatten(1).T.unique(dim=0))   # one per distinct colour
+
+
 def test_object_pretraining_runs_and_resumes_exactly(blocks, tmp_path, monkeypatch):
     params = dict(TINY, objective="object", num_regions=6, max_steps=20, checkpoint_every=10, log_every=5,
                   rank_every=10)
