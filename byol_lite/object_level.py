@@ -1,15 +1,11 @@
 """Object-level BYOL (DetCon-B, Hénaff et al. 2021): the BYOL loss per unsupervised region, not per image.
 
-- Regions: Felzenszwalb–Huttenlocher segments of each stored image (never its labels), at most 96 px a side,
-  merged to at most ``num_regions`` (default 8, a handful per 64-px view): the largest segments are kept,
-  every other one joins the kept segment nearest in mean colour and centroid. Computed once per image
-  set (cached or streamed), then kept in memory and on disk next to the images.
-- A view's mask is the image's region map put through that view's own crop and flip (nearest, at the
-  view's resolution), one-hot; it is area-averaged down to the feature map's grid, so each cell holds
-  the fraction of its pixels in each region.
-- Pooling is on the encoder's last feature map (before the projector): a region's vector is the
-  fraction-weighted mean of the cells; projector and predictor then run per region. Only regions present
-  in both views enter the heads and the loss (mean over those pairs, both directions summed, as BYOL's).
+Regions: Felzenszwalb–Huttenlocher segments (never labels; at most 96 px a side), the ``num_regions`` (8: a
+handful per 64-px view) largest kept, the rest joined to the nearest in colour and centroid; computed once
+per image set, cached in memory and next to the images. Each view's mask is the region map cropped and
+flipped with that view's parameters (nearest, at view resolution), one-hot, then area-averaged to the
+feature-map grid; regions are pooled on the encoder's last feature map, before the projector. Only regions
+present in both views enter the heads and the loss (mean over them, both directions summed, as BYOL's).
 """
 from __future__ import annotations
 
