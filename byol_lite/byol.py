@@ -103,13 +103,17 @@ class BYOL(nn.Module):
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
+    def _represent(self, encoder: nn.Module, x) -> torch.Tensor:
+        """What the projector sees: the pooled feature map (object-level BYOL pools per region instead)."""
+        return encoder(x)[0]
+
     def _online(self, x):
-        z = self.online["projector"](self.online["encoder"](x)[0])
+        z = self.online["projector"](self._represent(self.online["encoder"], x))
         return self.predictor(z), z
 
     @torch.no_grad()
     def _target(self, x):
-        return self.target_predictor(self.target["projector"](self.target["encoder"](x)[0]))
+        return self.target_predictor(self.target["projector"](self._represent(self.target["encoder"], x)))
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> BYOLOutput:
         p1, z1 = self._online(view1)

@@ -98,12 +98,19 @@ class Context:
         return out / self.world_size
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Every process's ``tensor`` concatenated along the first dimension (rank order)."""
+        """Every process's ``tensor`` concatenated along the first dimension (rank order). The first
+        dimension may differ between processes (object-level BYOL keeps a varying number of regions)."""
         if not self.distributed:
             return tensor
-        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(parts, tensor.detach().contiguous())
-        return torch.cat(parts)
+        n = torch.tensor([tensor.shape[0]], device=tensor.device)
+        sizes = [torch.empty_like(n) for _ in range(self.world_size)]
+        dist.all_gather(sizes, n)
+        longest = max(int(s) for s in sizes)
+        padded = tensor.detach().new_zeros((longest, *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor.detach()
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)])
 
     def on_main(self, fn: Callable[[], T]) -> T:
         """Runs ``fn`` on rank 0 only and returns its result on every process.

@@ -22,6 +22,7 @@ from byol_lite.byol import BYOL, PREDICTOR_SIDES, BYOLOutput, cosine_tau, regres
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
 from byol_lite.diagnostics import collapse_std, effective_rank
 from byol_lite.distributed import is_main_process, setup as setup_distributed
+from byol_lite.object_level import ObjectBYOL, region_views, with_regions
 from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
 from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, rng_state,
                              seed_all, set_rng_state)
@@ -48,6 +49,10 @@ class PretrainConfig:
     predictor_side: str = option("online", "where the predictor sits: online (the paper) or target (the seed "
                                  "article's error, an ablation: a frozen random predictor after the target's "
                                  "projector, none online)", list(PREDICTOR_SIDES))
+    objective: str = option("global", "global: BYOL on whole images; object: DetCon-B, the BYOL loss per "
+                                      "unsupervised region (byol_lite.object_level)", ["global", "object"])
+    num_regions: int = option(8, "objective=object: regions per image (Felzenszwalb segments merged to this many)")
+    fh_scale: float = option(100.0, "objective=object: Felzenszwalb scale (higher: fewer, larger segments)")
     batch_size: int = option(64, "images per step (each gives two views)")
     epochs: int = option(10, "passes over the unlabeled images")
     max_steps: int = option(0, "stop after this many steps instead (0: epochs decide)")
@@ -96,8 +101,9 @@ class PretrainResult:
 
 def build_model(config: PretrainConfig) -> BYOL:
     encoder = build_backbone(config.backbone, stem=config.stem, width=config.width, image_size=config.image_size)
-    return BYOL(encoder, config.proj_hidden, config.proj_dim, config.pred_hidden, predictor=config.predictor,
-                predictor_side=config.predictor_side)
+    model_class = ObjectBYOL if config.objective == "object" else BYOL
+    return model_class(encoder, config.proj_hidden, config.proj_dim, config.pred_hidden, predictor=config.predictor,
+                       predictor_side=config.predictor_side)
 
 
 def build_augment(config: PretrainConfig) -> BYOLAugment:
@@ -228,7 +234,9 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
                                  "skipped_nonfinite": guard.skipped})
             save_backbone(model.encoder, run.path / "backbone.pt")
 
-    batches = _batches(images, config.batch_size, steps_per_epoch, config.seed, step, config.num_workers,
+    source = images if config.objective == "global" else with_regions(images, config.num_regions, config.fh_scale,
+                                                                      config.num_workers, config.progress)
+    batches = _batches(source, config.batch_size, steps_per_epoch, config.seed, step, config.num_workers,
                        pin=device.type == "cuda", rows=rows)
     train_model = ctx.ddp(model)   # what the step calls: DDP averages the gradients over processes
     model.train()
@@ -238,7 +246,9 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     while step < total:
         batch = next(batches).to(device, non_blocking=True)
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        view1, view2 = augment(batch, gen, batch_size=config.batch_size, offset=rows.start)
+        view1, view2, *masks = (augment(batch, gen, batch_size=config.batch_size, offset=rows.start)
+                                if config.objective == "global"
+                                else region_views(augment, batch, gen, config.num_regions, config.batch_size, rows.start))
         if channels_last:
             view1 = view1.contiguous(memory_format=torch.channels_last)
             view2 = view2.contiguous(memory_format=torch.channels_last)
@@ -247,7 +257,7 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
             group["lr"] = lr
         guard.before_forward(model)
         with autocast(device, config.precision):
-            out = train_model(view1, view2)
+            out = train_model(view1, view2, *masks)
         loss = ctx.mean(out.loss)   # the global batch's loss: every process takes the same decisions on it
         tau = cosine_tau(step, total, config.base_tau) if config.tau_schedule == "cosine" else config.base_tau
         if guard.loss_ok(step, lr, loss, lambda: loss_terms(out)):

@@ -95,6 +95,18 @@ def test_pretrain_two_processes_match_one_process_with_the_global_batch(image_fo
     assert again.returncode != 0 and again.stderr.count("already holds a finished run") == 1
 
 
+def test_object_level_two_processes_match_one_process(image_folder, tmp_path):
+    """Each process keeps a different number of regions, so the collapse monitor gathers tensors of
+    unequal lengths; the region masks are sliced with the views."""
+    settings = dict(TINY_CLI, data="folder", data_root=str(image_folder), objective="object", num_regions=4)
+    one = pretrain(out_dir=tmp_path / "one", progress=False, **settings).run_dir
+    done = torchrun("pretrain", 2, dict(settings, out_dir=tmp_path / "two"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for ra, rb in zip(metrics(one), metrics(tmp_path / "two"), strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4)
+        assert ra["collapse_std"] == pytest.approx(rb["collapse_std"], rel=1e-4)
+
+
 def test_finetune_two_processes_match_one_process_also_when_resumed(tmp_path):
     """The linear head has no dropout, so the runs must agree: same crops (per-item seeds), same shards,
     the loss normalised over the global batch's labeled pixels, SyncBatchNorm, evaluation on rank 0.
