@@ -23,7 +23,7 @@ from byol_lite.config import add_arguments, from_args, from_params, load_yaml_pa
 from byol_lite.diagnostics import collapse_std, effective_rank
 from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
 from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
-                             rng_state, seed_all, set_rng_state)
+                             resolve_channels_last, rng_state, seed_all, set_rng_state)
 
 
 @dataclass
@@ -175,7 +175,7 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     """
     config = from_params(PretrainConfig, {**dataclasses.asdict(config or PretrainConfig()), **params})
     device = pick_device(config.device)
-    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    channels_last = resolve_channels_last(device, config.channels_last)
     seed_all(config.seed)
     model = build_model(config)
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
