@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: test book venv clean
+.PHONY: test book venv bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,17 @@ test: $(STAMP)
 book: $(STAMP)
 	rm -rf _build/.jupyter_cache
 	.venv/bin/jupyter-book build . --all -W -n --keep-going
+
+# End-to-end BYOL throughput against lightly and byol-pytorch on this machine's CPU (benchmarks/README.md).
+# The peers go into .venv with torch/torchvision held at requirements.txt's pins.
+BENCH_STAMP := .venv/.bench-installed
+$(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
+	$(PY) -m pip install -q -r benchmarks/requirements.txt -c requirements.txt 2>&1 | grep -v 'is ignored' || true
+	$(PY) -c "import lightly, byol_pytorch" && touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	uptime
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build runs

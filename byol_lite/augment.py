@@ -168,20 +168,15 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """RGB → HSV, rotate hue by ``shift`` (fraction of a turn, per image), → RGB."""
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    h = torch.where(maxc == r, (g - b) / safe,
-                    torch.where(maxc == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    h = torch.where(delta > 0, h / 6, torch.zeros_like(h))
-    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)
-    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
-    v = maxc
+    maxc, minc = x.amax(1), x.amin(1)
+    delta = maxc - minc                                  # = v·s, the chroma
+    inv = 1 / delta.clamp(min=1e-12)                     # grey pixels (delta = 0) get hue 0 below
+    h = torch.where(maxc == r, (g - b) * inv, torch.where(maxc == g, (b - r) * inv + 2, (r - g) * inv + 4))
+    h = torch.where(delta > 0, h, 0.0).div_(6).add_(shift.view(-1, 1, 1)).remainder_(1.0)
     # HSV → RGB with the continuous formula (no branches): f(n) = v − v·s·max(0, min(k, 4 − k, 1)).
     n = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
-    k = torch.remainder(n + 6 * h.unsqueeze(1), 6)
-    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+    k = (n + 6 * h.unsqueeze(1)).remainder_(6)
+    return maxc.unsqueeze(1) - delta.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
 
 
 def _jitter_op(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
@@ -259,15 +254,21 @@ class BYOLAugment:
                 if idx.numel():
                     x[idx] = _jitter_op(x[idx], op, factors[idx, op])
 
-        x = torch.where(params.grayscale.to(dev).view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
+        # The remaining steps touch only the images that draw them, and normalise in place:
+        # on a CPU every full-batch temporary costs fresh pages, which showed as much as the arithmetic.
+        idx = torch.nonzero(params.grayscale.to(dev)).flatten()
+        if idx.numel():
+            x[idx] = _gray(x[idx]).expand(-1, 3, -1, -1)
         idx = torch.nonzero(params.blurred.to(dev)).flatten()
         if idx.numel():
             x[idx] = _gaussian_blur(x[idx], params.sigma.to(dev)[idx], self.kernel)
-        sol = params.solarized.to(dev).view(-1, 1, 1, 1)
-        x = torch.where(sol & (x >= cfg.solarize_threshold), 1 - x, x)
+        idx = torch.nonzero(params.solarized.to(dev)).flatten()
+        if idx.numel():
+            sub = x[idx]
+            x[idx] = torch.where(sub >= cfg.solarize_threshold, 1 - sub, sub)
         mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return x.sub_(mean).div_(std)
 
     def __call__(self, images: torch.Tensor, generator=None, return_params: bool = False,
                  batch_size: int | None = None, offset: int = 0):

@@ -30,7 +30,7 @@ from byol_lite.distributed import is_main_process, setup as setup_distributed
 from byol_lite.metrics import ConfusionMatrix
 from byol_lite.optim import build_optimizer
 from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
-                             seed_all)
+                             resolve_channels_last, seed_all)
 from byol_lite.segmentation import (SegmentationModel, build_segmentation_model, load_segmentation_model, normalize,
                                     predict_masks, save_segmentation_model)
 
@@ -216,7 +216,7 @@ def evaluate(model: SegmentationModel, dataset, device: str | torch.device | Non
                          "on data labeled like the data it was fine-tuned on")
     device = next(model.parameters()).device if device is None else pick_device(str(device))
     model.to(device)
-    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    channels_last = resolve_channels_last(device, channels_last)
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(model.num_classes, ignore_index=IGNORE_INDEX)
@@ -288,7 +288,7 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
     ctx = setup_distributed(config.device)    # one process unless started by torchrun
     device = ctx.device
     rows = ctx.rows(config.batch_size)
-    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    channels_last = resolve_channels_last(device, config.channels_last)
     seed_all(config.seed)
     model = build_segmentation_model(config.init, config.backbone, config.stem, config.width,
                                      image_size=config.crop_size, output_stride=config.output_stride,

@@ -24,8 +24,8 @@ from byol_lite.diagnostics import collapse_std, effective_rank
 from byol_lite.distributed import is_main_process, setup as setup_distributed
 from byol_lite.object_level import ObjectBYOL, region_views, with_regions
 from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
-from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, rng_state,
-                             seed_all, set_rng_state)
+from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix,
+                             resolve_channels_last, rng_state, seed_all, set_rng_state)
 
 
 @dataclass
@@ -193,7 +193,7 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
     config = from_params(PretrainConfig, {**dataclasses.asdict(config or PretrainConfig()), **params})
     ctx = setup_distributed(config.device)    # one process unless started by torchrun
     device = ctx.device
-    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    channels_last = resolve_channels_last(device, config.channels_last)
     seed_all(config.seed)
     model = ctx.sync_batchnorm(build_model(config), config.sync_batchnorm)
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem

@@ -41,6 +41,12 @@ def autocast(device: torch.device, precision: str):
     raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
 
 
+def resolve_channels_last(device: torch.device, setting: bool | None) -> bool:
+    """``None`` (the default): on for CUDA, where cuDNN's bf16 convolutions want NHWC; off on CPU,
+    where it is an opt-in (``--channels-last``; see benchmarks/README.md for what it buys)."""
+    return device.type == "cuda" if setting is None else setting
+
+
 def seed_all(seed: int) -> None:
     """Seeds torch, numpy and Python's ``random``: a run's RNG state then depends on its seed only,
     so the state stored in a checkpoint is the same in an interrupted and an uninterrupted run."""
