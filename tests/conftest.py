@@ -39,3 +39,14 @@ def interrupt_after_first_checkpoint(monkeypatch):
 
     monkeypatch.setattr(pretrain_module, "save_backbone", save_then_interrupt)
     return lambda: monkeypatch.setattr(pretrain_module, "save_backbone", real_save)
+
+
+def assert_same_run(a, b) -> None:
+    """Two pretraining results with equal weights (every tensor of the state_dict) and equal logged
+    rows, throughput aside: what an exact resume must give."""
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    drop = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]
+    assert drop(a.history) == drop(b.history)

@@ -14,7 +14,7 @@ from byol_lite.data import UnlabeledImages
 from byol_lite.object_level import (ObjectBYOL, cached_region_masks, pool_regions, region_views, segment_regions,
                                     view_masks, with_regions)
 from byol_lite.pretrain import pretrain
-from conftest import TINY, interrupt_after_first_checkpoint
+from conftest import TINY, assert_same_run, interrupt_after_first_checkpoint
 
 GEOMETRY_ONLY = ViewConfig(crop_scale=(0.1, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
@@ -239,10 +239,5 @@ def test_object_pretraining_runs_and_resumes_exactly(blocks, tmp_path, monkeypat
     with pytest.raises(ValueError, match="objective: 'object' in the run, 'global' now"):
         pretrain(dataset=blocks, out_dir=tmp_path / "split", resume=True, **{**params, "objective": "global"})
     resumed = pretrain(dataset=blocks, out_dir=tmp_path / "split", resume=True, **params)
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    drop = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]
-    assert drop(straight.history) == drop(resumed.history)
+    assert_same_run(straight, resumed)
     assert json.loads((tmp_path / "split" / "config.json").read_text())["objective"] == "object"

@@ -6,7 +6,7 @@ import torch
 
 from byol_lite.config import from_params
 from byol_lite.pretrain import PretrainConfig, build_model, pretrain
-from conftest import TINY, interrupt_after_first_checkpoint
+from conftest import TINY, assert_same_run, interrupt_after_first_checkpoint
 
 
 def _summary(history, key):
@@ -38,12 +38,7 @@ def test_resume_is_exact(blocks, tmp_path, monkeypatch):
     assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 10
     resumed = pretrain(dataset=blocks, out_dir=tmp_path / "split", resume=True, **params)
 
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    drop = lambda h: [{k: v for k, v in r.items() if k != "images_per_s"} for r in h]
-    assert drop(straight.history) == drop(resumed.history)
+    assert_same_run(straight, resumed)
     logged = [json.loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 5, 10, 15, 20]
 
