@@ -49,7 +49,7 @@ def update_error(one: dict, other: dict, start: dict) -> float:
     """|other - one| / |one - start| over the online network and predictor: how far ``other``'s training
     moved the weights differently from ``one``'s, relative to how far ``one``'s moved them. Float32 sums
     over half batches differ in the last bits, which BatchNorm's backward amplifies, so "equal" here
-    means well below 1% (a different model is of order 100%)."""
+    means well below 10% (a different model is of order 100%)."""
     keys = [k for k in one if one[k].is_floating_point() and not k.startswith("target.") and "running_" not in k]
     diff = torch.cat([(other[k] - one[k]).flatten() for k in keys]).norm()
     return float(diff / torch.cat([(one[k] - start[k]).flatten() for k in keys]).norm())
@@ -78,7 +78,11 @@ def test_pretrain_two_processes_match_one_process_with_the_global_batch(image_fo
     assert done.stdout.count("done:") == 1            # rank 0 alone reports
     a, b = safe_load(one / "last.pt"), safe_load(tmp_path / "two" / "last.pt")
     assert a["step"] == b["step"] == 2
-    assert update_error(a["model"], b["model"], start) < 0.01
+    # Measured 0.002 to 0.025 here: float32 rounding (SyncBatchNorm's float64 sums vs BatchNorm's float32
+    # ones) is amplified by BatchNorm's backward on 8-image halves, and inputs that differ by 5e-6 (two
+    # implementations of the same augmentation) already move a 1-process run by 0.025. Without
+    # SyncBatchNorm the error is 1.3, so 0.1 still tells them apart.
+    assert update_error(a["model"], b["model"], start) < 0.1
     # the EMA target and the BatchNorm running statistics (online and target) follow
     assert_close_state({k: v for k, v in a["model"].items() if k.startswith("target.") or "running_" in k},
                        {k: v for k, v in b["model"].items() if k.startswith("target.") or "running_" in k}, 1e-4)
