@@ -301,6 +301,7 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
     run = ctx.on_main(lambda: RunDir(
         config.out_dir, dataclasses.asdict(config), resume=config.resume, overwrite=config.overwrite,
         resumable_changes=RESUMABLE_CHANGES, force_resume=config.force_resume,
+        defaults=dataclasses.asdict(FinetuneConfig()),
         dataset=f"train {dataset_fingerprint(train_dataset)}; val {dataset_fingerprint(val_dataset)}"))
     finished = ctx.on_main(lambda: run.done and {
         "history": run.read_metrics(), "metrics": json.loads((run.path / "done.json").read_text())["metrics"],

@@ -208,7 +208,8 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Pr
 
     run = ctx.on_main(lambda: RunDir(config.out_dir, dataclasses.asdict(config), resume=config.resume,
                                      overwrite=config.overwrite, resumable_changes=RESUMABLE_CHANGES,
-                                     force_resume=config.force_resume, dataset=dataset_fingerprint(images)))
+                                     force_resume=config.force_resume, dataset=dataset_fingerprint(images),
+                                     defaults=dataclasses.asdict(PretrainConfig())))
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -133,11 +133,13 @@ class RunDir:
 
     ``resumable_changes`` names settings that may differ on resume (e.g. logging intervals);
     any other difference -- including ``dataset`` (see :func:`dataset_fingerprint`) -- is refused
-    unless ``force_resume`` is set.
+    unless ``force_resume`` is set. ``defaults``: the config class's defaults; a setting the package
+    gained after the run was made is absent from its config.json and counts as its default then.
     """
 
     def __init__(self, path: str | Path, config: dict, resume: bool = False, overwrite: bool = False,
-                 resumable_changes: Iterable[str] = (), force_resume: bool = False, dataset: str | None = None):
+                 resumable_changes: Iterable[str] = (), force_resume: bool = False, dataset: str | None = None,
+                 defaults: dict | None = None):
         self.path = Path(path)
         self.config = config
         self.resumed_from: dict | None = None
@@ -166,6 +168,7 @@ class RunDir:
                 "or choose another output folder.")
         if existing:
             old = json.loads((self.path / "config.json").read_text())
+            old = {**{k: v for k, v in (defaults or {}).items() if k not in old}, **old}
             new = dict(config)
             stored = self.path / "dataset.json"
             if dataset is not None and stored.is_file():

@@ -140,6 +140,20 @@ def test_pretrain_resume_with_other_settings_is_refused(blocks, tmp_path, change
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+def test_a_run_made_before_a_setting_existed_resumes_with_that_settings_default(blocks, tmp_path):
+    """Upgrading the package adds config fields; an older run's config.json lacks them. It resumes when
+    the new setting keeps its default (what the run did), and is refused when it is changed."""
+    params = dict(TINY, max_steps=2, out_dir=tmp_path / "run")
+    pretrain(dataset=blocks, **params)
+    cfg = tmp_path / "run" / "config.json"
+    old = json.loads(cfg.read_text())
+    del old["objective"]                          # as written by a version without object-level BYOL
+    cfg.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="objective: 'global' in the run, 'object' now"):
+        pretrain(dataset=blocks, resume=True, **{**params, "objective": "object"})
+    assert pretrain(dataset=blocks, resume=True, **params).history[-1]["step"] == 2
+
+
 def test_force_resume_overrides_but_cannot_change_the_architecture(blocks, tmp_path, capsys):
     params = dict(TINY, max_steps=2, out_dir=tmp_path / "run")
     pretrain(dataset=blocks, **params)
