@@ -41,7 +41,7 @@ class ExperimentResult:
 def _run(config: FinetuneConfig, threads: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    result = finetune(config, resume=True)
+    result = finetune(config)          # config.resume is set: finished runs are read back
     done = json.loads((result["run_dir"] / "done.json").read_text())
     return {"miou": result["metrics"]["miou"], "pixel_acc": result["metrics"]["pixel_acc"],
             "n_train": done["n_train"], "run_dir": str(result["run_dir"])}
