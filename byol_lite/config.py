@@ -128,12 +128,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     _strict(parser)
     types = _field_types(cls)
     for f in dataclasses.fields(cls):
-        base, optional = _base_type(types[f.name])
+        base, _ = _base_type(types[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         choices = f.metadata.get("choices")
         flag = "--" + f.name.replace("_", "-")
-        if base is bool and not optional:
+        if base is bool:    # --x / --no-x; an optional one left out stays None ("auto")
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
                                 action=argparse.BooleanOptionalAction, help=help_text)
         else:

@@ -78,8 +78,9 @@ class FinetuneConfig:
     eval_every: int = option(0, "also evaluate every N steps (0: only at the end)")
     eval_batch_size: int = option(8, "images per evaluation forward pass (same-size images are batched)")
     device: str = option("auto", "cuda, cpu, or auto (CUDA when present)")
-    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
-    channels_last: Optional[bool] = option(None, "channels_last memory format (default: on for CUDA)")
+    precision: str = option("auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), "
+                                    "fp32 or bf16", ["auto", "fp32", "bf16"])
+    channels_last: Optional[bool] = option(None, "channels_last memory format; unset: on (only speed changes)")
     num_workers: int = option(0, "DataLoader worker processes")
     seed: int = option(0, "seed of the head's initialisation, batch order, augmentation and dropout")
     out_dir: str = option("runs/finetune", "run folder: config, metrics.jsonl, last.pt, model.pt, done.json")

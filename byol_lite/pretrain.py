@@ -69,8 +69,9 @@ class PretrainConfig:
     solarize_p1: float = option(0.0, "solarize probability, view 1")
     solarize_p2: float = option(0.2, "solarize probability, view 2")
     device: str = option("auto", "cuda, cpu, or auto (CUDA when present)")
-    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", ["auto", "fp32", "bf16"])
-    channels_last: Optional[bool] = option(None, "channels_last memory format (default: on for CUDA)")
+    precision: str = option("auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), "
+                                    "fp32 or bf16", ["auto", "fp32", "bf16"])
+    channels_last: Optional[bool] = option(None, "channels_last memory format; unset: on (only speed changes)")
     num_workers: int = option(0, "DataLoader workers for datasets too large to cache in memory")
     seed: int = option(0, "seed of initialisation, batch order and augmentation")
     out_dir: str = option("runs/pretrain", "run folder: config, metrics.jsonl, last.pt, backbone.pt")

@@ -11,7 +11,7 @@ from torchvision.transforms.functional import adjust_hue
 
 from byol_lite import BYOL, build_backbone
 from byol_lite.augment import BYOLAugment, _shift_hue
-from byol_lite.runs import autocast, resolve_channels_last
+from byol_lite.runs import autocast, resolve_channels_last, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -73,6 +73,17 @@ def test_hue_shift_matches_torchvision():
 
 
 def test_channels_last_policy():
-    assert resolve_channels_last(torch.device("cuda"), None) is True
-    assert resolve_channels_last(CPU, None) is False
-    assert resolve_channels_last(CPU, True) is True and resolve_channels_last(torch.device("cuda"), False) is False
+    assert resolve_channels_last(torch.device("cuda"), None) is True and resolve_channels_last(CPU, None) is True
+    assert resolve_channels_last(CPU, False) is False and resolve_channels_last(torch.device("cuda"), False) is False
+
+
+def test_auto_precision_is_bf16_exactly_where_the_hardware_has_it(monkeypatch):
+    assert resolve_precision(torch.device("cuda"), "auto") == "bf16"
+    for avx512_bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision(CPU, "auto") == expected
+        assert isinstance(autocast(CPU, "auto"), torch.autocast) == (expected == "bf16")
+    assert resolve_precision(CPU, "fp32") == "fp32" and resolve_precision(CPU, "bf16") == "bf16"
+    with pytest.raises(ValueError, match="choose auto, fp32 or bf16"):
+        resolve_precision(CPU, "fp16")

@@ -182,8 +182,11 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     torch.manual_seed(0)
     save_backbone(build_backbone("resnet18", stem="small", width=8), pre / "backbone.pt")
     write_voc(tmp_path / "voc", {"train": shapes(10, size=24), "val": shapes(2, size=24, seed=1)})
-    result = run_experiment({"data": "voc", "data_root": str(tmp_path / "voc"), "steps": 1, "batch_size": 2,
-                             "width": 8, "crop_size": 24}, arms={"random": "random", "byol": str(pre)},
+    # fp32: under bf16 the numbers depend on the thread count (workers get 1 thread, this process 2),
+    # measured 0.273 vs 0.293 mIoU after one step; the comparison below is about the orchestration
+    base = {"data": "voc", "data_root": str(tmp_path / "voc"), "steps": 1, "batch_size": 2, "width": 8,
+            "crop_size": 24, "precision": "fp32"}
+    result = run_experiment(base, arms={"random": "random", "byol": str(pre)},
                             label_fractions=(0.5, 1.0), seeds=(0, 1), lr_grid=(0.01, 0.1), holdout_fraction=0.2,
                             out_dir=str(tmp_path / "exp"), progress=False)
     assert len(result.rows) == 8 and len(result.selection) == 8 and len(result.summary) == 4
@@ -201,8 +204,7 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     for name in ("results.csv", "selection.csv", "summary.csv", "label_efficiency.png"):
         assert (tmp_path / "exp" / name).is_file()
     # the same experiment, two runs at a time in worker processes: the same choices and numbers
-    parallel = run_experiment({"data": "voc", "data_root": str(tmp_path / "voc"), "steps": 1, "batch_size": 2,
-                               "width": 8, "crop_size": 24}, arms={"random": "random", "byol": str(pre)},
+    parallel = run_experiment(base, arms={"random": "random", "byol": str(pre)},
                               label_fractions=(0.5, 1.0), seeds=(0, 1), lr_grid=(0.01, 0.1), holdout_fraction=0.2,
                               out_dir=str(tmp_path / "exp-parallel"), jobs=2, progress=False)
     for a, b in zip(result.rows + result.selection, parallel.rows + parallel.selection):

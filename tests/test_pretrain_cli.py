@@ -56,12 +56,12 @@ def test_tiny_run_writes_metrics_checkpoint_and_backbone(tmp_path):
 def test_yaml_profile_and_typed_options(tmp_path):
     folder = image_folder(tmp_path / "images")
     profile = tmp_path / "profile.yaml"
-    profile.write_text("max_steps: 2\nbase_tau: 0.97\nwidth: 16\n")
+    profile.write_text("max_steps: 2\nbase_tau: 0.97\nwidth: 16\nchannels_last: true\n")
     out = run_cli("--params", profile, "--data", "folder", "--data-root", folder, "--out-dir", tmp_path / "run",
-                  *TINY_ARGS)   # TINY_ARGS sets --width 8, which wins over the profile
+                  "--no-channels-last", *TINY_ARGS)   # TINY_ARGS sets --width 8, which wins over the profile
     assert out.returncode == 0, out.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["max_steps"], config["base_tau"], config["width"]) == (2, 0.97, 8)
+    assert (config["max_steps"], config["base_tau"], config["width"], config["channels_last"]) == (2, 0.97, 8, False)
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_step: 2\n")
     out = run_cli("--params", bad, "--out-dir", tmp_path / "run2")
