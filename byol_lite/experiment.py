@@ -145,6 +145,20 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     return ExperimentResult(rows, selection, summary, figure, out)
 
 
+_TYPES = {"label_fraction": float, "n_train": int, "seed": int, "lr": float, "miou": float, "pixel_acc": float,
+          "holdout_miou": float}
+
+
+def read_results(out_dir: str | Path, table: str = "results") -> list[dict]:
+    """A finished experiment's ``results`` (or ``selection``) table from its CSV, typed as
+    :func:`run_experiment` returned it: re-plot or summarise an experiment without rerunning it."""
+    path = Path(out_dir) / f"{table}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run the experiment first (python -m byol_lite experiment)")
+    with open(path, newline="") as fh:
+        return [{k: _TYPES.get(k, str)(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
 # --------------------------------------------------------------------------- command line
 EXPERIMENT_KEYS = ("arms", "label_fractions", "seeds", "lr_grid", "holdout_fraction", "out_dir", "jobs", "recipe")
 

@@ -174,7 +174,7 @@ def test_cli_finetune_evaluate_and_predict_on_the_real_voc_sample(tmp_path, caps
 
 def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     from byol_lite.backbones import build_backbone, save_backbone
-    from byol_lite.experiment import run_experiment
+    from byol_lite.experiment import read_results, run_experiment
 
     pre = tmp_path / "pretrain"
     pre.mkdir()
@@ -203,6 +203,7 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     assert {json.loads((Path(r["run_dir"]) / "done.json").read_text())["eval_on"] for r in result.rows} == {"val"}
     for name in ("results.csv", "selection.csv", "summary.csv", "label_efficiency.png"):
         assert (tmp_path / "exp" / name).is_file()
+    assert read_results(tmp_path / "exp") == result.rows and read_results(tmp_path / "exp", "selection") == result.selection
     # the same experiment, two runs at a time in worker processes: the same choices and numbers
     parallel = run_experiment(base, arms={"random": "random", "byol": str(pre)},
                               label_fractions=(0.5, 1.0), seeds=(0, 1), lr_grid=(0.01, 0.1), holdout_fraction=0.2,

@@ -1,4 +1,5 @@
-"""The checkpoint chapter 6 fine-tunes from: it loads, and it is what the cpu-full profile makes."""
+"""The shipped checkpoints (chapter 6 fine-tunes from byol-cpu-full, chapter 8 compares object-cpu-full):
+they load, and each is what the cpu-full profile makes, with only its stated differences."""
 import json
 from pathlib import Path
 
@@ -11,15 +12,18 @@ from byol_lite.pretrain import RESUMABLE_CHANGES, PretrainConfig, load_size
 from byol_lite.segmentation import build_segmentation_model
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ROOT / "checkpoints" / "byol-cpu-full"
+CHECKPOINTS = ROOT / "checkpoints"
+# shipped run -> the settings it changed on purpose from cpu-full.yaml
+SHIPPED = {"byol-cpu-full": {}, "object-cpu-full": {"objective": "object", "precision": "bf16"}}
 PROFILE = ROOT / "book" / "params" / "cpu-full.yaml"
 # Where a run was written and how it was watched: not part of the recipe.
 NOT_RECIPE = set(RESUMABLE_CHANGES) | {"out_dir", "resume", "overwrite", "force_resume"}
 
 
-def test_recorded_config_equals_the_cpu_full_profile():
-    recorded = json.loads((RUN / "config.json").read_text())
-    profile = yaml.safe_load(PROFILE.read_text())
+@pytest.mark.parametrize("name", SHIPPED)
+def test_recorded_config_equals_the_cpu_full_profile(name):
+    recorded = json.loads((CHECKPOINTS / name / "config.json").read_text())
+    profile = {**yaml.safe_load(PROFILE.read_text()), **SHIPPED[name]}
     defaults = {k: v for k, v in vars(PretrainConfig()).items()}
     expected = {**defaults, **profile}
     # A field added to PretrainConfig after the run was made did not exist then: the run had its default.
@@ -29,30 +33,34 @@ def test_recorded_config_equals_the_cpu_full_profile():
     assert differing == {}, f"checkpoint config differs from {PROFILE.name} (recorded, profile): {differing}"
 
 
-def test_it_finished_the_whole_profile_without_skipped_steps():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_it_finished_the_whole_profile_without_skipped_steps(name):
     profile = yaml.safe_load(PROFILE.read_text())
-    done = json.loads((RUN / "done.json").read_text())
-    rows = [json.loads(line) for line in (RUN / "metrics.jsonl").read_text().splitlines()]
+    done = json.loads((CHECKPOINTS / name / "done.json").read_text())
+    rows = [json.loads(line) for line in (CHECKPOINTS / name / "metrics.jsonl").read_text().splitlines()]
     steps_per_epoch = 4400 // profile["batch_size"]          # the embedded set's unlabeled images
     assert done["steps"] == rows[-1]["step"] == profile["epochs"] * steps_per_epoch
     assert done["skipped_nonfinite"] == 0
     assert rows[-1]["tau"] == pytest.approx(1.0) and rows[-1]["collapse_std"] > 0.02   # not collapsed
 
 
-def test_it_was_trained_on_the_embedded_set_as_generated_today():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_it_was_trained_on_the_embedded_set_as_generated_today(name):
     from byol_lite.data import unlabeled_dataset
     from byol_lite.runs import dataset_fingerprint
 
-    recorded = json.loads((RUN / "dataset.json").read_text())["dataset"]
+    recorded = json.loads((CHECKPOINTS / name / "dataset.json").read_text())["dataset"]
     profile = yaml.safe_load(PROFILE.read_text())
     assert dataset_fingerprint(unlabeled_dataset("synthetic", image_size=load_size(profile["image_size"]))) == recorded
 
 
-def test_it_loads_as_a_segmentation_backbone_with_its_own_architecture():
-    encoder = backbone_from_run(RUN)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_it_loads_as_a_segmentation_backbone_with_its_own_architecture(name):
+    run = CHECKPOINTS / name
+    encoder = backbone_from_run(run)
     assert encoder.width == 16 and encoder.stem == "small"
-    model = build_segmentation_model(str(RUN), num_classes=6, image_size=64)
-    state = torch.load(RUN / "backbone.pt", weights_only=True)
+    model = build_segmentation_model(str(run), num_classes=6, image_size=64)
+    state = torch.load(run / "backbone.pt", weights_only=True)
     loaded = model.backbone.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     with torch.no_grad():
