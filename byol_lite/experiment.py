@@ -47,6 +47,25 @@ def _run(config: FinetuneConfig, threads: int = 0) -> dict:
             "n_train": done["n_train"], "run_dir": str(result["run_dir"])}
 
 
+def pretraining_of(init: str) -> dict:
+    """What an arm's backbone was pretrained with: ``objective`` and ``pretrain_steps`` (random: none, 0; a run
+    folder: its config and done.json; a weights file or an unfinished run: unknown, NaN) -- the x axis of the
+    gain-versus-pretraining curve, recorded in the tables so that the curve needs no run folders."""
+    if init == "random":
+        return {"objective": "none", "pretrain_steps": 0.0}
+    if init == "byol":
+        from byol_lite.pretrain import PretrainConfig
+
+        init = PretrainConfig().out_dir
+    run = Path(init)
+    try:
+        steps = float(json.loads((run / "done.json").read_text())["steps"])
+        objective = json.loads((run / "config.json").read_text()).get("objective", "global")
+    except (OSError, ValueError, KeyError):
+        return {"objective": "unknown", "pretrain_steps": math.nan}
+    return {"objective": objective, "pretrain_steps": steps}
+
+
 def _run_all(configs: list[FinetuneConfig], jobs: int, bar) -> list[dict]:
     if jobs <= 1:
         out = []
@@ -79,8 +98,9 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (arm, fraction), rs in groups.items():
         m = np.array([r["miou"] for r in rs])
-        out.append({"arm": arm, "init": rs[0]["init"], "label_fraction": fraction, "n_train": rs[0]["n_train"],
-                    "lr": rs[0]["lr"], "seeds": len(rs), "miou_mean": float(m.mean()),
+        pretraining = {k: rs[0][k] for k in ("objective", "pretrain_steps") if k in rs[0]}
+        out.append({"arm": arm, "init": rs[0]["init"], **pretraining, "label_fraction": fraction,
+                    "n_train": rs[0]["n_train"], "lr": rs[0]["lr"], "seeds": len(rs), "miou_mean": float(m.mean()),
                     "miou_std": float(m.std(ddof=1)) if len(m) > 1 else float("nan"),
                     "miou_min": float(m.min()), "miou_max": float(m.max())})
     return out
@@ -130,8 +150,9 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     results = _run_all([dataclasses.replace(config, init=init, label_fraction=fraction, lr=best[(arm, init, fraction)],
                                             seed=seed, eval_on="val", out_dir=str(folder(arm, fraction) / f"seed{seed}"))
                         for (arm, init, fraction), seed in finals], jobs, bar)
-    rows = [{"arm": arm, "init": init, "label_fraction": fraction, "n_train": r["n_train"], "seed": seed,
-             "lr": best[(arm, init, fraction)], "miou": r["miou"], "pixel_acc": r["pixel_acc"], "run_dir": r["run_dir"]}
+    rows = [{"arm": arm, "init": init, **pretraining_of(init), "label_fraction": fraction, "n_train": r["n_train"],
+             "seed": seed, "lr": best[(arm, init, fraction)], "miou": r["miou"], "pixel_acc": r["pixel_acc"],
+             "run_dir": r["run_dir"]}
             for ((arm, init, fraction), seed), r in zip(finals, results)]
     bar.close()
     from byol_lite.viz import plot_label_efficiency
@@ -145,8 +166,8 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     return ExperimentResult(rows, selection, summary, figure, out)
 
 
-_TYPES = {"label_fraction": float, "n_train": int, "seed": int, "lr": float, "miou": float, "pixel_acc": float,
-          "holdout_miou": float}
+_TYPES = {"pretrain_steps": float, "label_fraction": float, "n_train": int, "seed": int, "lr": float, "miou": float,
+          "pixel_acc": float, "holdout_miou": float}
 
 
 def read_results(out_dir: str | Path, table: str = "results") -> list[dict]:
@@ -186,7 +207,8 @@ def add_cli(subparsers) -> None:
                                           "held-out training labels; writes results.csv, summary.csv and a plot.")
     p.add_argument("file", metavar="FILE.yaml", help="experiment file")
     p.add_argument("--arm", action="append", default=[], metavar="NAME=INIT",
-                   help="add or replace an arm (INIT: random, a pretraining run folder or a backbone file)")
+                   help="add or replace an arm (INIT: random, a pretraining run folder or a backbone file); "
+                        "NAME= with nothing after it drops the file's arm NAME")
     p.add_argument("--out-dir", help="override the file's out_dir")
     p.add_argument("--jobs", type=int, help="runs trained at once (default: the file's, else 1)")
     p.add_argument("--device", help="override the recipe's device")
@@ -198,9 +220,14 @@ def _run_cli(args) -> int:
     arms = dict(spec.get("arms") or {})
     for item in args.arm:
         name, sep, init = item.partition("=")
-        if not sep or not name or not init:
+        if not sep or not name:
             raise ValueError(f"--arm {item!r}: write NAME=INIT, e.g. --arm byol=runs/pretrain-cpu-full")
-        arms[name] = init
+        if init:
+            arms[name] = init
+        elif arms.pop(name, None) is None:
+            raise ValueError(f"--arm {name}=: there is no arm {name!r} to drop (arms: {', '.join(arms) or 'none'})")
+    if not arms:
+        raise ValueError(f"{args.file}: no arms left to compare; name one with --arm NAME=INIT")
     recipe = dict(spec.get("recipe") or {})
     if args.device:
         recipe["device"] = args.device

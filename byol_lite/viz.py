@@ -1,5 +1,5 @@
 """Pictures of segmentation results: image / ground truth / prediction panels, per-class IoU, confusion matrix,
-and mIoU against the number of labels.
+mIoU against the number of labels and against the length of pretraining.
 
 Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: nothing accumulates in
 pyplot's global figure list, and a notebook shows a returned figure exactly once.
@@ -109,14 +109,18 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, norm
 def plot_sweep(rows: Sequence[dict], x: str, y: str, hue: str | None = None, log_x: bool = False) -> Figure:
     """``y`` against ``x``, one line per value of ``hue``: the mean over the rows that share (hue, x) -- e.g. over
     seeds --, their min-max as a band and each row as a dot. ``x`` may be numeric or categorical."""
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    _draw_sweep(fig.subplots(), rows, x, y, hue, "log" if log_x else "linear")
+    return fig
+
+
+def _draw_sweep(ax, rows: Sequence[dict], x: str, y: str, hue: str | None, scale: str = "linear", **scale_kw):
     groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         groups["all" if hue is None else str(r[hue])][r[x]].append(float(r[y]))
     xs_all = sorted({r[x] for r in rows}, key=lambda v: (isinstance(v, str), v))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
     pos = (lambda v: float(v)) if numeric else {v: i for i, v in enumerate(xs_all)}.__getitem__
-    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
-    ax = fig.subplots()
     for name, points in sorted(groups.items()):
         xs = [v for v in xs_all if v in points]
         mean = [float(np.mean(points[v])) for v in xs]
@@ -127,14 +131,34 @@ def plot_sweep(rows: Sequence[dict], x: str, y: str, hue: str | None = None, log
                         color=line.get_color(), alpha=0.2)
         for v in xs:
             ax.scatter([pos(v)] * len(points[v]), points[v], color=line.get_color(), s=10, alpha=0.6)
-    if log_x:
-        ax.set_xscale("log")
+    ax.set_xscale(scale, **scale_kw)
     ax.set_xticks([pos(v) for v in xs_all], [f"{v:g}" if numeric else str(v) for v in xs_all])
     ax.minorticks_off()
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
     ax.legend(title=hue)
+
+
+def plot_gain_vs_pretraining(rows: Sequence[dict], metric: str = "miou") -> Figure:
+    """``metric`` against pretraining steps: one panel per label budget, one line per objective, each line
+    starting from the random-init arm at step 0 (the x axis is linear below 10 steps, logarithmic above).
+
+    ``rows``: :func:`byol_lite.experiment.run_experiment`'s rows, which carry ``objective`` and
+    ``pretrain_steps``; arms of unknown pretraining (a weights file) are left out.
+    """
+    rows = [r for r in rows if not math.isnan(float(r["pretrain_steps"]))]
+    objectives = sorted({r["objective"] for r in rows} - {"none"})
+    fractions = sorted({float(r["label_fraction"]) for r in rows})
+    fig = Figure(figsize=(4.6 * len(fractions), 3.8), layout="constrained")
+    for ax, fraction in zip(fig.subplots(1, len(fractions), squeeze=False)[0], fractions):
+        here = [r for r in rows if float(r["label_fraction"]) == fraction]
+        lines = [{**r, "objective": o, "pretrain_steps": float(r["pretrain_steps"])}
+                 for r in here for o in objectives if r["objective"] in ("none", o)]
+        _draw_sweep(ax, lines, "pretrain_steps", metric, "objective", "symlog", linthresh=10)
+        ax.set_xlabel("pretraining steps (0 = random init)")
+        ax.set_ylabel("mIoU" if metric == "miou" else metric)
+        ax.set_title(f"{here[0]['n_train']} labeled images ({100 * fraction:g}%)")
     return fig
 
 

@@ -1,5 +1,6 @@
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,36 @@ def test_cli_finetune_evaluate_and_predict_on_the_real_voc_sample(tmp_path, caps
     assert np.array_equal(indices, expected.numpy())
 
 
+def test_pretraining_of_reads_a_run_folder_and_admits_what_it_cannot_know(tmp_path):
+    from byol_lite.experiment import pretraining_of
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"objective": "object"}))
+    assert math.isnan(pretraining_of(str(tmp_path / "run"))["pretrain_steps"])      # not finished: no done.json
+    (tmp_path / "run" / "done.json").write_text(json.dumps({"steps": 2720}))
+    assert pretraining_of(str(tmp_path / "run")) == {"objective": "object", "pretrain_steps": 2720}
+    assert pretraining_of("random") == {"objective": "none", "pretrain_steps": 0}
+    assert pretraining_of(str(tmp_path / "weights.pt"))["objective"] == "unknown"
+
+
+def test_gain_curve_starts_every_objective_at_random_init():
+    from byol_lite.viz import plot_gain_vs_pretraining
+
+    rows = [{"arm": arm, "objective": obj, "pretrain_steps": steps, "label_fraction": fraction, "n_train": n,
+             "seed": seed, "miou": base + 0.01 * seed + (0.1 if fraction == 1.0 else 0)}
+            for fraction, n in ((0.05, 16), (1.0, 320)) for seed in range(3)
+            for arm, obj, steps, base in (("random", "none", 0.0, 0.2), ("byol", "global", 2720.0, 0.3),
+                                          ("byol-live", "global", 48.0, 0.25), ("object", "object", 2720.0, 0.4),
+                                          ("file", "unknown", math.nan, 0.9))]
+    fig = plot_gain_vs_pretraining(rows)
+    assert len(fig.axes) == 2
+    for ax, offset in zip(fig.axes, (0, 0.1)):
+        lines = {line.get_label().split(" ")[0]: line.get_xydata() for line in ax.get_lines()}
+        assert set(lines) == {"global", "object"}                       # the weights file has no x: left out
+        np.testing.assert_allclose(lines["global"], [[0, 0.21 + offset], [48, 0.26 + offset], [2720, 0.31 + offset]])
+        np.testing.assert_allclose(lines["object"], [[0, 0.21 + offset], [2720, 0.41 + offset]])
+
+
 def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     from byol_lite.backbones import build_backbone, save_backbone
     from byol_lite.experiment import read_results, run_experiment
@@ -179,6 +210,7 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     pre = tmp_path / "pretrain"
     pre.mkdir()
     (pre / "config.json").write_text(json.dumps({"backbone": "resnet18", "stem": "small", "width": 8}))
+    (pre / "done.json").write_text(json.dumps({"steps": 7}))
     torch.manual_seed(0)
     save_backbone(build_backbone("resnet18", stem="small", width=8), pre / "backbone.pt")
     write_voc(tmp_path / "voc", {"train": shapes(10, size=24), "val": shapes(2, size=24, seed=1)})
@@ -203,6 +235,9 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
     assert {json.loads((Path(r["run_dir"]) / "done.json").read_text())["eval_on"] for r in result.rows} == {"val"}
     for name in ("results.csv", "selection.csv", "summary.csv", "label_efficiency.png"):
         assert (tmp_path / "exp" / name).is_file()
+    # each row says what its arm was pretrained with (a run without an objective predates object-level BYOL)
+    assert {(r["arm"], r["objective"], r["pretrain_steps"]) for r in result.rows + result.summary} == {
+        ("random", "none", 0), ("byol", "global", 7)}
     assert read_results(tmp_path / "exp") == result.rows and read_results(tmp_path / "exp", "selection") == result.selection
     # the same experiment, two runs at a time in worker processes: the same choices and numbers
     parallel = run_experiment(base, arms={"random": "random", "byol": str(pre)},
@@ -225,3 +260,7 @@ def test_experiment_file_errors_name_the_file_and_the_fix(tmp_path, capsys):
     good.write_text("arms: {random: random}\n")
     assert main(["experiment", str(good), "--arm", "byol"]) == 2
     assert "write NAME=INIT" in capsys.readouterr().err
+    assert main(["experiment", str(good), "--arm", "byol="]) == 2
+    assert "no arm 'byol' to drop (arms: random)" in capsys.readouterr().err
+    assert main(["experiment", str(good), "--arm", "random="]) == 2        # not the built-in default arms
+    assert "ok.yaml: no arms left" in capsys.readouterr().err
