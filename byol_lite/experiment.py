@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from byol_lite.config import from_params
 from byol_lite.finetune import FinetuneConfig, resolve_data_root, finetune
+from byol_lite.segmentation import init_path
 
 
 @dataclass
@@ -53,11 +54,7 @@ def pretraining_of(init: str) -> dict:
     gain-versus-pretraining curve, recorded in the tables so that the curve needs no run folders."""
     if init == "random":
         return {"objective": "none", "pretrain_steps": 0.0}
-    if init == "byol":
-        from byol_lite.pretrain import PretrainConfig
-
-        init = PretrainConfig().out_dir
-    run = Path(init)
+    run = init_path(init)
     try:
         steps = float(json.loads((run / "done.json").read_text())["steps"])
         objective = json.loads((run / "config.json").read_text()).get("objective", "global")

@@ -133,14 +133,19 @@ def with_output_stride(backbone: Backbone, output_stride: int | None) -> Backbon
     return dilated
 
 
-def _initial_backbone(init: str, arch: str, stem: str, width: int, image_size: int | None) -> Backbone:
-    if init == "random":
-        return build_backbone(arch, stem=stem, width=width, image_size=image_size)
+def init_path(init: str) -> Path:
+    """The file or folder an ``init`` other than ``"random"`` names (``"byol"``: the default pretraining folder)."""
     if init == "byol":
         from byol_lite.pretrain import PretrainConfig
 
         init = PretrainConfig().out_dir
-    path = Path(init)
+    return Path(init)
+
+
+def _initial_backbone(init: str, arch: str, stem: str, width: int, image_size: int | None) -> Backbone:
+    if init == "random":
+        return build_backbone(arch, stem=stem, width=width, image_size=image_size)
+    path = init_path(init)
     if path.is_dir():
         return backbone_from_run(path)
     if not path.is_file():
