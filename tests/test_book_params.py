@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import nbformat
+import torch
+import yaml
+from PIL import Image
+
+from conftest import blocks_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -25,3 +30,31 @@ def test_chapter_5_runs_with_a_parameter_file_and_uses_its_values(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["width"], config["image_size"], config["max_steps"], config["seed"]) == (8, 32, 12, 1)
     assert json.loads((tmp_path / "run" / "done.json").read_text())["steps"] == 12
+
+
+def test_gpu_profile_runs_as_its_command_says_on_a_voc_tree(tmp_path):
+    """gpu.yaml's whole path short of CUDA: VOC train_aug ids, ResNet-50 with the ImageNet stem at 224 px,
+    images too large to cache streamed through 4 DataLoader workers. Only the size of the run is overridden."""
+    voc = tmp_path / "voc" / "VOCdevkit" / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    ids = [f"2008_{i:06d}" for i in range(24)]
+    for name, img in zip(ids, blocks_dataset(len(ids), 120)):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(voc / "JPEGImages" / f"{name}.jpg")
+    (voc / "ImageSets" / "Segmentation" / "train_aug.txt").write_text("\n".join(ids[:16]) + "\n")
+    profile = ROOT / "book" / "params" / "gpu.yaml"
+    overrides = {"data_root": str(tmp_path / "voc"), "device": "cpu", "max_steps": 2, "batch_size": 8,
+                 "out_dir": str(tmp_path / "run"), "progress": False}
+    proc = subprocess.run([sys.executable, "-m", "byol_lite", "pretrain", "--params", str(profile),
+                           "--data-root", overrides["data_root"], "--device", "cpu", "--max-steps", "2",
+                           "--batch-size", "8", "--out-dir", overrides["out_dir"], "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    expected = {**yaml.safe_load(profile.read_text()), **overrides, "stem": "imagenet"}   # auto at 224 px
+    assert {k: config[k] for k in expected} == expected
+    assert json.loads((tmp_path / "run" / "done.json").read_text())["steps"] == 2
+    assert json.loads((tmp_path / "run" / "dataset.json").read_text())["dataset"].startswith("16 items")  # train_aug
+    backbone = torch.load(tmp_path / "run" / "backbone.pt", weights_only=True)
+    assert backbone["conv1.weight"].shape == (64, 3, 7, 7)                        # the ImageNet stem
+    assert backbone["layer4.2.conv3.weight"].shape == (2048, 512, 1, 1)          # torchvision's ResNet-50
