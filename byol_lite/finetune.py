@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
+from byol_lite.data.voc import resolve_source
 from byol_lite.distributed import is_main_process, setup as setup_distributed
 from byol_lite.metrics import ConfusionMatrix
 from byol_lite.optim import build_optimizer
@@ -41,7 +42,8 @@ IGNORE_INDEX = 255
 class FinetuneConfig:
     """Every setting of a fine-tuning run: the one source of defaults for the CLI, notebooks and profiles."""
 
-    data: str = option("synthetic", "labeled data: the embedded synthetic set or a VOC root", ["synthetic", "voc"])
+    data: str = option("auto", "labeled data: the embedded synthetic set or a VOC root (auto: voc when data_root "
+                               "is given, else synthetic)", ["auto", "synthetic", "voc"])
     data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (required for voc; for synthetic, where "
                                         "to generate it, default data/)")
     train_split: str = option("train", "labeled split to train on (e.g. train, train_aug)")
@@ -95,6 +97,9 @@ class FinetuneConfig:
     progress: bool = option(True, "show a progress bar")
     sync_batchnorm: bool = option(True, "under torchrun with several processes: BatchNorm statistics over the "
                                         "global batch (SyncBatchNorm); no effect in one process")
+
+    def __post_init__(self):
+        self.data = resolve_source(self.data, self.data_root)    # run folders record what was read
 
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.
@@ -418,8 +423,8 @@ def add_cli(subparsers) -> None:
                                           "settings default to the fine-tuning run's own when --checkpoint is "
                                           "a run folder.")
     e.add_argument("--checkpoint", required=True, help="fine-tuning run folder, model.pt or last.pt")
-    e.add_argument("--data", choices=["synthetic", "voc"],
-                   help=f"labeled data (default: the run's, else {defaults.data})")
+    e.add_argument("--data", choices=["auto", "synthetic", "voc"],
+                   help="labeled data (default: the run's, else auto: voc when --data-root is given)")
     e.add_argument("--data-root", help="folder containing VOCdevkit/ (default: the run's)")
     e.add_argument("--split", help=f"split to evaluate (default: the run's val_split, else {defaults.val_split})")
     e.add_argument("--device", default="auto", help="cuda, cpu, or auto (default: auto)")
@@ -458,8 +463,8 @@ def _run_evaluate(args) -> int:
     model = load_segmentation_model(ckpt)
     run_cfg = ckpt / "config.json" if ckpt.is_dir() else ckpt.parent / "config.json"
     cfg = json.loads(run_cfg.read_text()) if run_cfg.is_file() else {}
-    data = args.data or cfg.get("data", "synthetic")
     data_root = args.data_root or cfg.get("data_root")
+    data = resolve_source(args.data or cfg.get("data", "auto"), data_root)
     split = args.split or cfg.get("val_split", "val")
     dataset = VOCSegmentation(resolve_data_root(data, data_root), split)
     metrics = evaluate(model, dataset, device=args.device, precision=args.precision, batch_size=args.batch_size,

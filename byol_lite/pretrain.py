@@ -20,6 +20,7 @@ from byol_lite.augment import BYOLAugment, paper_views
 from byol_lite.backbones import build_backbone, save_backbone
 from byol_lite.byol import BYOL, PREDICTOR_SIDES, BYOLOutput, cosine_tau, regression_loss
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
+from byol_lite.data.voc import resolve_source
 from byol_lite.diagnostics import collapse_std, effective_rank
 from byol_lite.distributed import is_main_process, setup as setup_distributed
 from byol_lite.object_level import ObjectBYOL, region_views, with_regions
@@ -32,8 +33,9 @@ from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprin
 class PretrainConfig:
     """Every setting of a pretraining run. Defaults follow the paper where it makes sense on a laptop."""
 
-    data: str = option("synthetic", "unlabeled images: the embedded synthetic set, a VOC root, or a folder tree",
-                   ["synthetic", "voc", "folder"])
+    data: str = option("auto", "unlabeled images: the embedded synthetic set, a VOC root, or a folder tree "
+                               "(auto: voc when data_root is given, else synthetic)",
+                   ["auto", "synthetic", "voc", "folder"])
     data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (voc), the image folder (folder), "
                                         "or where to generate the synthetic set (default data/)")
     data_split: Optional[str] = option(None, "VOC list to take images from (default trainval; e.g. train_aug)")
@@ -86,6 +88,9 @@ class PretrainConfig:
     progress: bool = option(True, "show a progress bar")
     sync_batchnorm: bool = option(True, "under torchrun with several processes: BatchNorm statistics over the "
                                         "global batch (SyncBatchNorm); no effect in one process")
+
+    def __post_init__(self):
+        self.data = resolve_source(self.data, self.data_root)    # run folders record what was read
 
 
 # Settings that may change when a run is resumed: they do not alter the trajectory.

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from conftest import blocks_dataset
+from test_finetune import shapes, write_voc
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -58,3 +59,22 @@ def test_gpu_profile_runs_as_its_command_says_on_a_voc_tree(tmp_path):
     backbone = torch.load(tmp_path / "run" / "backbone.pt", weights_only=True)
     assert backbone["conv1.weight"].shape == (64, 3, 7, 7)                        # the ImageNet stem
     assert backbone["layer4.2.conv3.weight"].shape == (2048, 512, 1, 1)          # torchvision's ResNet-50
+
+
+def test_chapter_6_switches_to_a_voc_folder_with_data_root_alone(tmp_path):
+    """The chapter's promise: `-p data_root /path/to/folder-with-VOCdevkit` is all it takes (data is auto)."""
+    write_voc(tmp_path / "voc", {"train": shapes(20, size=48), "val": shapes(4, size=48, seed=1)})
+    out = tmp_path / "06_finetuning-voc.ipynb"
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(VENV_BIN / "papermill"), str(ROOT / "book" / "06_finetuning.ipynb"), str(out),
+                           "--cwd", str(ROOT / "book"), "-p", "data_root", str(tmp_path / "voc"),
+                           "-p", "steps", "8", "-p", "log_every", "1", "-p", "batch_size", "4", "-p", "crop_size", "48",
+                           "-p", "out_dir", str(tmp_path / "run"), "--no-progress-bar"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for arm in ("random", "byol"):
+        config = json.loads((tmp_path / "run" / arm / "config.json").read_text())
+        assert (config["data"], config["data_root"]) == ("voc", str(tmp_path / "voc"))
+        done = json.loads((tmp_path / "run" / arm / "done.json").read_text())
+        assert done["n_train"] == 1 and len(done["metrics"]["iou"]) == 3     # 5 % of 16; the folder's 3 classes
+    assert not (tmp_path / "voc" / "synthetic-v1-s0").exists()                # nothing generated in the user's folder

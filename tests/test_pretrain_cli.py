@@ -66,3 +66,16 @@ def test_yaml_profile_and_typed_options(tmp_path):
     bad.write_text("max_step: 2\n")
     out = run_cli("--params", bad, "--out-dir", tmp_path / "run2")
     assert out.returncode == 2 and "unknown parameter(s) max_step" in out.stderr and "max_steps" in out.stderr
+
+
+def test_data_root_alone_means_voc_and_a_plain_folder_is_told_to_say_so(tmp_path):
+    from byol_lite.finetune import FinetuneConfig
+    from byol_lite.pretrain import PretrainConfig
+
+    for config in (PretrainConfig, FinetuneConfig):     # auto is resolved, so run folders record what was read
+        assert config().data == "synthetic" and config(data_root="/data/voc").data == "voc"
+        assert config(data="synthetic", data_root="/data/generated").data == "synthetic"
+    folder = image_folder(tmp_path / "images")
+    out = run_cli("--data-root", folder, "--max-steps", 1, "--out-dir", tmp_path / "run", *TINY_ARGS)
+    assert out.returncode != 0 and "has no VOCdevkit" in out.stderr and "--data folder" in out.stderr
+    assert not any(p.is_dir() for p in folder.iterdir())        # no embedded set generated among the user's images

@@ -14,11 +14,12 @@ from byol_lite.data.synthetic import (DEFAULT_SIZES, GENERATOR_VERSION, SHAPE_CL
                                       ensure_synthetic)
 from byol_lite.data.transforms import eval_transforms, train_transforms
 from byol_lite.data.unlabeled import UnlabeledImages, image_files, load_square, unlabeled_dataset
-from byol_lite.data.voc import DatasetError, VOCSegmentation, read_image, read_mask
+from byol_lite.data.voc import DatasetError, VOCSegmentation, read_image, read_mask, resolve_source
 
 __all__ = [
     "CheckReport", "DEFAULT_SIZES", "DatasetError", "GENERATOR_VERSION", "IGNORE_INDEX", "SHAPE_CLASSES",
     "UnlabeledImages", "VOCSegmentation", "VOC_CLASSES", "VOC_PALETTE", "build_synthetic", "build_train_aug",
     "check_dataset", "colorize", "ensure_synthetic", "eval_transforms", "image_files", "load_square",
-    "prepare_voc", "read_image", "read_mask", "rgb_to_index", "save_mask", "train_transforms", "unlabeled_dataset",
+    "prepare_voc", "read_image", "read_mask", "resolve_source", "rgb_to_index", "save_mask", "train_transforms",
+    "unlabeled_dataset",
 ]

@@ -38,6 +38,15 @@ class DatasetError(ValueError):
         self.problem = problem
 
 
+def resolve_source(data: str, data_root) -> str:
+    """``auto``: VOC when a ``data_root`` is given, else the embedded set. Passing a VOC folder alone
+    switches a run to it; a wrong path then fails in :func:`voc_dir` with the expected tree, rather than
+    quietly generating the embedded set there."""
+    if data != "auto":
+        return data
+    return "synthetic" if data_root is None else "voc"
+
+
 def voc_dir(root) -> Path:
     """``root/VOCdevkit/VOC2012``, or a FileNotFoundError that shows the expected tree."""
     root = Path(root)
@@ -47,7 +56,8 @@ def voc_dir(root) -> Path:
         raise FileNotFoundError(
             f"{root} {what}: expected the folder that contains VOCdevkit/, laid out as\n{EXPECTED_TREE}\n"
             f"Get real VOC with `python -m byol_lite data prepare-voc DEST` (see data/README.md) or the "
-            f"embedded dataset with `python -m byol_lite data synthetic --out DIR`.")
+            f"embedded dataset with `python -m byol_lite data synthetic --out DIR`; to pretrain on a plain "
+            f"folder of images, pass data=folder (--data folder).")
     return base
 
 
