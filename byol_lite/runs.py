@@ -42,8 +42,10 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto`` is bf16 where :func:`native_bf16` says it pays (measured on the 2-core AVX512-BF16 CPU:
-    the book's pretraining step 1.6x faster than fp32, a fine-tuning step 1.5x), fp32 elsewhere."""
+    """``auto`` is bf16 where :func:`native_bf16` says it pays (measured on the 2-core AMD EPYC with
+    AVX512-BF16: the book's pretraining step 1.6x faster than fp32, a fine-tuning step 1.5x), fp32
+    elsewhere. Not everywhere: on a 2-core Intel Xeon with AVX512-BF16 and no AMX, bf16 pretraining
+    ran at 0.8x fp32 (chapter 5); pass ``fp32`` there."""
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if precision not in ("fp32", "bf16"):
