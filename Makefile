@@ -25,6 +25,8 @@ test: $(STAMP)
 book: $(STAMP)
 	rm -rf _build/.jupyter_cache
 	.venv/bin/jupyter-book build . --all -W -n --keep-going
+	@if grep -l 'src="http[^"]*mathjax' _build/html/book/*.html; then \
+	  echo "the pages above load MathJax from the network: keep sphinx-mathjax-offline in _config.yml"; exit 1; fi
 
 # End-to-end BYOL throughput against lightly and byol-pytorch on this machine's CPU (benchmarks/README.md).
 # The peers go into .venv with torch/torchvision held at requirements.txt's pins.
