@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -78,3 +79,20 @@ def test_chapter_6_switches_to_a_voc_folder_with_data_root_alone(tmp_path):
         done = json.loads((tmp_path / "run" / arm / "done.json").read_text())
         assert done["n_train"] == 1 and len(done["metrics"]["iou"]) == 3     # 5 % of 16; the folder's 3 classes
     assert not (tmp_path / "voc" / "synthetic-v1-s0").exists()                # nothing generated in the user's folder
+
+
+def _chapters_with_parameters():
+    return sorted(p.name for p in (ROOT / "book").glob("*.ipynb")
+                  if any("parameters" in c.metadata.get("tags", []) for c in nbformat.read(p, as_version=4).cells))
+
+
+@pytest.mark.parametrize("chapter", _chapters_with_parameters())
+def test_every_training_chapter_refuses_an_unknown_parameter_before_it_trains(chapter, tmp_path):
+    """A misspelt `-p` name would otherwise be a new variable nothing reads: a silent run with defaults."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(VENV_BIN / "papermill"), str(ROOT / "book" / chapter), str(tmp_path / "out.ipynb"),
+                           "--cwd", str(tmp_path), "-p", "colour_jitter", "0.5", "--no-progress-bar"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0
+    assert "unknown notebook parameter(s) colour_jitter" in proc.stderr and "valid parameters are:" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["out.ipynb"]      # refused before any run folder was made
