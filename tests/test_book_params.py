@@ -1,9 +1,6 @@
 """The book's chapters run through papermill with a parameter file, the way book/params/README.md says."""
-import ast
-import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,48 +97,3 @@ def test_every_training_chapter_refuses_an_unknown_parameter_before_it_trains(ch
     assert "unknown notebook parameter(s) colour_jitter" in proc.stderr and "valid parameters are:" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["out.ipynb"]      # refused before any run folder was made
 
-
-def _accepted_parameters(chapter: Path) -> set[str]:
-    """The names a chapter's NotebookParameters accepts, read from its setup cell without running it."""
-    from byol_lite.finetune import FinetuneConfig
-    from byol_lite.pretrain import PretrainConfig
-
-    classes = {"PretrainConfig": PretrainConfig, "FinetuneConfig": FinetuneConfig}
-    for cell in nbformat.read(chapter, as_version=4).cells:
-        if cell.cell_type != "code" or "NotebookParameters(" not in cell.source:
-            continue
-        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
-        for node in ast.walk(ast.parse(code)):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "NotebookParameters":
-                keywords = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-                fields = keywords.get("allowed") or [f.name for f in dataclasses.fields(classes[node.args[0].id])]
-                return set(fields) | set(keywords.get("extra", []))
-    raise AssertionError(f"{chapter.name}: no NotebookParameters call")
-
-
-def _documents():
-    for path in [ROOT / "README.md", ROOT / "data" / "README.md", ROOT / "checkpoints" / "README.md",
-                 *sorted((ROOT / "book").glob("*.ipynb")), *sorted((ROOT / "book" / "params").glob("*"))]:
-        text = ("\n".join(c.source for c in nbformat.read(path, as_version=4).cells) if path.suffix == ".ipynb"
-                else path.read_text())
-        yield path, re.sub(r"\\\n[#\s]*", " ", text)          # join continued lines (also inside YAML comments)
-
-
-def test_every_papermill_command_in_the_docs_uses_parameters_its_chapter_accepts():
-    """The commands readers copy: each `-p`/`-r` name and each key of a `-f` file must pass the chapter's check."""
-    seen = 0
-    for path, text in _documents():
-        for chapter, args in re.findall(r"papermill\s+book/(\d\d_\w+\.ipynb)([^\n`]*)", text):
-            accepted = _accepted_parameters(ROOT / "book" / chapter)
-            names = re.findall(r"-[pr]\s+(\w+)", args)
-            for profile in re.findall(r"-f\s+(\S+\.yaml)", args):
-                names += list(yaml.safe_load((ROOT / profile).read_text()))
-            wrong = sorted(set(names) - accepted)
-            assert not wrong, f"{path.name}: `papermill book/{chapter}` is shown with {wrong}, which it refuses"
-            seen += len(names)
-        if path.name in _chapters_with_parameters():
-            own = re.findall(r"`-[pr]\s+(\w+)", re.sub(r"papermill\s+book/\d\d_\w+\.ipynb[^\n`]*", "", text))
-            wrong = sorted(set(own) - _accepted_parameters(path)) if own else []
-            assert not wrong, f"{path.name}: its prose suggests `-p {wrong[0]}`, which the chapter refuses"
-            seen += len(own)
-    assert seen >= 20       # the commands were found (README, chapters 0, 2, 4-7, the profiles)
