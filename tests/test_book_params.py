@@ -96,4 +96,3 @@ def test_every_training_chapter_refuses_an_unknown_parameter_before_it_trains(ch
     assert proc.returncode != 0
     assert "unknown notebook parameter(s) colour_jitter" in proc.stderr and "valid parameters are:" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["out.ipynb"]      # refused before any run folder was made
-
