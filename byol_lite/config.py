@@ -83,6 +83,14 @@ def option(default, help: str, choices=None):
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
+def non_defaults(config) -> dict[str, Any]:
+    """The fields of ``config`` that differ from its class's defaults: what a chapter prints, so a
+    reader sees at once what the parameters cell, papermill or a profile changed."""
+    default = type(config)()
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(default, f.name)}
+
+
 def from_params(cls, params: Mapping[str, Any] | None = None, **overrides):
     """Build ``cls`` from a mapping, rejecting unknown names and ill-typed values.
 

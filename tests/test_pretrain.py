@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from byol_lite.config import from_params
+from byol_lite.config import from_params, non_defaults
 from byol_lite.pretrain import PretrainConfig, build_model, pretrain
 from conftest import TINY, assert_same_run, interrupt_after_first_checkpoint
 
@@ -81,3 +81,10 @@ def test_target_runs_in_train_mode_and_checkpoint_loads_safely(blocks, tmp_path)
     state = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "step", "rng", "config"} <= set(state)
     assert state["config"]["stem"] == "small"
+
+
+def test_non_defaults_lists_exactly_the_fields_a_run_changed():
+    assert non_defaults(PretrainConfig()) == {}
+    config = from_params(PretrainConfig, {"max_steps": "12", "width": 8, "base_tau": 0.99, "data_root": "/voc"})
+    # base_tau equals its default: not a change; data_root alone also resolves data="auto" to voc
+    assert non_defaults(config) == {"max_steps": 12, "width": 8, "data_root": "/voc", "data": "voc"}
