@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-from byol_lite.distributed import cleanup, is_main_process
+from byol_lite.training.distributed import cleanup, is_main_process
 
 # name -> module that defines ``add_cli(subparsers)``; imported lazily so ``--help`` is quick.
 COMMANDS = {

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from byol_lite.config import from_params
 from byol_lite.finetune import FinetuneConfig, resolve_data_root, finetune
-from byol_lite.segmentation import init_path
+from byol_lite.segmentation.model import init_path
 
 
 @dataclass
@@ -152,7 +152,7 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
              "run_dir": r["run_dir"]}
             for ((arm, init, fraction), seed), r in zip(finals, results)]
     bar.close()
-    from byol_lite.viz import plot_label_efficiency
+    from byol_lite.segmentation.viz import plot_label_efficiency
 
     summary = summarize(rows)
     _write_csv(rows, out / "results.csv")

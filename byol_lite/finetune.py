@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
 from byol_lite.data.voc import resolve_source
-from byol_lite.distributed import is_main_process, setup as setup_distributed
-from byol_lite.metrics import ConfusionMatrix
-from byol_lite.optim import build_optimizer
-from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
+from byol_lite.training.distributed import is_main_process, setup as setup_distributed
+from byol_lite.segmentation.metrics import ConfusionMatrix
+from byol_lite.method.optim import build_optimizer
+from byol_lite.training.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix, pick_device,
                              resolve_channels_last, seed_all)
-from byol_lite.segmentation import (SegmentationModel, build_segmentation_model, load_segmentation_model, normalize,
+from byol_lite.segmentation.model import (SegmentationModel, build_segmentation_model, load_segmentation_model, normalize,
                                     predict_masks, save_segmentation_model)
 
 IGNORE_INDEX = 255

@@ -16,16 +16,16 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from byol_lite.augment import BYOLAugment, paper_views
-from byol_lite.backbones import build_backbone, save_backbone
-from byol_lite.byol import BYOL, PREDICTOR_SIDES, BYOLOutput, cosine_tau, regression_loss
+from byol_lite.method.augment import BYOLAugment, paper_views
+from byol_lite.method.backbones import build_backbone, save_backbone
+from byol_lite.method.byol import BYOL, PREDICTOR_SIDES, BYOLOutput, cosine_tau, regression_loss
 from byol_lite.config import add_arguments, from_args, from_params, load_yaml_params, option
 from byol_lite.data.voc import resolve_source
-from byol_lite.diagnostics import collapse_std, effective_rank
-from byol_lite.distributed import is_main_process, setup as setup_distributed
-from byol_lite.object_level import ObjectBYOL, region_views, with_regions
-from byol_lite.optim import build_optimizer, scaled_lr, warmup_cosine
-from byol_lite.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix,
+from byol_lite.method.diagnostics import collapse_std, effective_rank
+from byol_lite.training.distributed import is_main_process, setup as setup_distributed
+from byol_lite.method.object_level import ObjectBYOL, region_views, with_regions
+from byol_lite.method.optim import build_optimizer, scaled_lr, warmup_cosine
+from byol_lite.training.runs import (NonFiniteGuard, RunDir, autocast, dataset_fingerprint, format_postfix,
                              resolve_channels_last, rng_state, seed_all, set_rng_state)
 
 
@@ -52,7 +52,7 @@ class PretrainConfig:
                                  "article's error, an ablation: a frozen random predictor after the target's "
                                  "projector, none online)", list(PREDICTOR_SIDES))
     objective: str = option("global", "global: BYOL on whole images; object: DetCon-B, the BYOL loss per "
-                                      "unsupervised region (byol_lite.object_level)", ["global", "object"])
+                                      "unsupervised region (byol_lite.method.object_level)", ["global", "object"])
     num_regions: int = option(8, "objective=object: regions per image (Felzenszwalb segments merged to this many)")
     fh_scale: float = option(100.0, "objective=object: Felzenszwalb scale (higher: fewer, larger segments)")
     batch_size: int = option(64, "images per step (each gives two views)")

@@ -184,7 +184,7 @@ def run_sweep(sweep: Sweep | str | Path, out_dir: str | Path | None = None, prog
         if not all(y in r for r in rows):
             available = sorted({k for r in rows for k in r} - {"cell", "notebook"} - set(sweep.grid))
             raise ValueError(f"plot y '{y}' is not a result of every cell; results are: {', '.join(available)}")
-        from byol_lite.viz import plot_sweep
+        from byol_lite.segmentation.viz import plot_sweep
 
         figure = plot_sweep(rows, sweep.plot["x"], y, sweep.plot.get("hue"))
         figure.savefig(out / "summary.png", dpi=120)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from byol_lite.augment import (BYOLAugment, VIEW1, VIEW2, apply_geometry, blur_kernel_size, paper_views,
+from byol_lite.method.augment import (BYOLAugment, VIEW1, VIEW2, apply_geometry, blur_kernel_size, paper_views,
                                sample_params)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from byol_lite.backbones import backbone_from_run, build_backbone, load_backbone, save_backbone
+from byol_lite.method.backbones import backbone_from_run, build_backbone, load_backbone, save_backbone
 
 
 @pytest.mark.parametrize("arch,feats", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)])

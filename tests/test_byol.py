@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from byol_lite import BYOL, build_backbone, cosine_tau, ema_update_
-from byol_lite.optim import build_optimizer
+from byol_lite.method.optim import build_optimizer
 
 
 def tiny_byol(predictor=True, predictor_side="online"):

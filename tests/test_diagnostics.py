@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from byol_lite.diagnostics import collapse_std, effective_rank
+from byol_lite.method.diagnostics import collapse_std, effective_rank
 
 
 def test_collapse_std_is_zero_for_one_point_and_about_one_over_root_d_when_spread():

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from byol_lite.checkpoint import safe_load
-from byol_lite.distributed import Context
+from byol_lite.training.distributed import Context
 from byol_lite.finetune import finetune
 from byol_lite.pretrain import PretrainConfig, build_model, pretrain
-from byol_lite.runs import seed_all
+from byol_lite.training.runs import seed_all
 from conftest import blocks_dataset
 
 TINY_CLI = dict(device="cpu", image_size=32, width=8, proj_hidden=64, pred_hidden=64, proj_dim=32, batch_size=16,

@@ -11,8 +11,8 @@ from PIL import Image
 from byol_lite.data import VOC_PALETTE, read_image
 from byol_lite.finetune import FinetuneConfig, add_cli, evaluate, finetune, label_subset, labeled_split, poly_lr
 from byol_lite.config import from_params
-from byol_lite.metrics import ConfusionMatrix
-from byol_lite.segmentation import build_segmentation_model, predict_masks
+from byol_lite.segmentation.metrics import ConfusionMatrix
+from byol_lite.segmentation.model import build_segmentation_model, predict_masks
 
 # Small enough for two CPU cores: 40 px images, a resnet18 with the small stem at width 16.
 TINY = dict(backbone="resnet18", width=16, crop_size=40, num_classes=3, progress=False)
@@ -167,7 +167,7 @@ def test_cli_finetune_evaluate_and_predict_on_the_real_voc_sample(tmp_path, caps
         palette = np.array(png.getpalette()[: 3 * 256], dtype=np.uint8).reshape(-1, 3)
         indices = np.asarray(png)
     assert np.array_equal(palette, VOC_PALETTE)
-    from byol_lite.segmentation import load_segmentation_model
+    from byol_lite.segmentation.model import load_segmentation_model
 
     expected = predict_masks(load_segmentation_model(run), read_image(tmp_path / "2011_000003.jpg")[None])[0]
     assert np.array_equal(indices, expected.numpy())
@@ -186,7 +186,7 @@ def test_pretraining_of_reads_a_run_folder_and_admits_what_it_cannot_know(tmp_pa
 
 
 def test_gain_curve_starts_every_objective_at_random_init():
-    from byol_lite.viz import plot_gain_vs_pretraining
+    from byol_lite.segmentation.viz import plot_gain_vs_pretraining
 
     rows = [{"arm": arm, "objective": obj, "pretrain_steps": steps, "label_fraction": fraction, "n_train": n,
              "seed": seed, "miou": base + 0.01 * seed + (0.1 if fraction == 1.0 else 0)}
@@ -204,7 +204,7 @@ def test_gain_curve_starts_every_objective_at_random_init():
 
 
 def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
-    from byol_lite.backbones import build_backbone, save_backbone
+    from byol_lite.method.backbones import build_backbone, save_backbone
     from byol_lite.experiment import read_results, run_experiment
 
     pre = tmp_path / "pretrain"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from byol_lite.metrics import ConfusionMatrix
+from byol_lite.segmentation.metrics import ConfusionMatrix
 
 C = 6
 

@@ -6,12 +6,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-import byol_lite.object_level as ol
-from byol_lite.augment import BYOLAugment, ViewConfig, sample_params
-from byol_lite.backbones import backbone_from_run, build_backbone
-from byol_lite.byol import BYOL
+import byol_lite.method.object_level as ol
+from byol_lite.method.augment import BYOLAugment, ViewConfig, sample_params
+from byol_lite.method.backbones import backbone_from_run, build_backbone
+from byol_lite.method.byol import BYOL
 from byol_lite.data import UnlabeledImages
-from byol_lite.object_level import (ObjectBYOL, cached_region_masks, pool_regions, region_views, segment_regions,
+from byol_lite.method.object_level import (ObjectBYOL, cached_region_masks, pool_regions, region_views, segment_regions,
                                     view_masks, with_regions)
 from byol_lite.pretrain import pretrain
 from conftest import TINY, assert_same_run, interrupt_after_first_checkpoint

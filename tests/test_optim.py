@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from byol_lite.optim import LARS, build_optimizer, param_groups, scaled_lr, warmup_cosine
+from byol_lite.method.optim import LARS, build_optimizer, param_groups, scaled_lr, warmup_cosine
 
 
 def test_lars_step_matches_hand_computation():

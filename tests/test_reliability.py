@@ -14,14 +14,14 @@ import torch
 
 import byol_lite.finetune as finetune_module
 import byol_lite.pretrain as pretrain_module
-from byol_lite.backbones import backbone_from_run, build_backbone, load_backbone
+from byol_lite.method.backbones import backbone_from_run, build_backbone, load_backbone
 from byol_lite.checkpoint import atomic_save, safe_load
 from byol_lite.cli import main
 from byol_lite.config import NotebookParameters, from_params
 from byol_lite.finetune import FinetuneConfig, finetune
 from byol_lite.pretrain import PretrainConfig, pretrain
-from byol_lite.runs import RunDir
-from byol_lite.segmentation import build_segmentation_model, load_segmentation_model
+from byol_lite.training.runs import RunDir
+from byol_lite.segmentation.model import build_segmentation_model, load_segmentation_model
 from conftest import TINY, interrupt_after_first_checkpoint
 from test_finetune import shapes
 from test_pretrain_cli import image_folder

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from byol_lite.backbones import build_backbone, save_backbone
-from byol_lite.segmentation import (build_segmentation_model, load_segmentation_model, normalize, predict_masks,
+from byol_lite.method.backbones import build_backbone, save_backbone
+from byol_lite.segmentation.model import (build_segmentation_model, load_segmentation_model, normalize, predict_masks,
                                     save_segmentation_model)
 
 SMALL = dict(backbone="resnet18", width=8, image_size=32)
@@ -100,7 +100,7 @@ def test_saved_model_rebuilds_identically(tmp_path):
 def test_pictures(tmp_path):
     import math
 
-    from byol_lite.viz import plot_class_iou, plot_confusion_matrix, show_segmentation
+    from byol_lite.segmentation.viz import plot_class_iou, plot_confusion_matrix, show_segmentation
 
     images = torch.randint(0, 256, (3, 3, 24, 24), dtype=torch.uint8)
     masks = torch.randint(0, 4, (3, 24, 24))

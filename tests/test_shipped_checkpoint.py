@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from byol_lite.backbones import backbone_from_run
+from byol_lite.method.backbones import backbone_from_run
 from byol_lite.pretrain import RESUMABLE_CHANGES, PretrainConfig, load_size
-from byol_lite.segmentation import build_segmentation_model
+from byol_lite.segmentation.model import build_segmentation_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
@@ -47,7 +47,7 @@ def test_it_finished_the_whole_profile_without_skipped_steps(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_it_was_trained_on_the_embedded_set_as_generated_today(name):
     from byol_lite.data import unlabeled_dataset
-    from byol_lite.runs import dataset_fingerprint
+    from byol_lite.training.runs import dataset_fingerprint
 
     recorded = json.loads((CHECKPOINTS / name / "dataset.json").read_text())["dataset"]
     profile = yaml.safe_load(PROFILE.read_text())

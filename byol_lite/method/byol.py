@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from byol_lite.heads import MLPHead
+from byol_lite.method.heads import MLPHead
 
 
 def regression_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,8 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.transforms.v2 import functional as TF
 
-from byol_lite.augment import IMAGENET_MEAN, IMAGENET_STD
-from byol_lite.backbones import Backbone, backbone_from_run, build_backbone, load_backbone
+from byol_lite.method.augment import IMAGENET_MEAN, IMAGENET_STD
+from byol_lite.method.backbones import Backbone, backbone_from_run, build_backbone, load_backbone
 from byol_lite.checkpoint import atomic_save, safe_load
 
 HEADS = ("fcn", "deeplabv3", "linear")

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb
 from tqdm.auto import tqdm
 
-from byol_lite.augment import BYOLAugment, ViewParams, apply_geometry
-from byol_lite.byol import BYOL
+from byol_lite.method.augment import BYOLAugment, ViewParams, apply_geometry
+from byol_lite.method.byol import BYOL
 from byol_lite.checkpoint import atomic_save, safe_load
 
 FH_SIGMA = 0.8              # Gaussian smoothing before segmentation (skimage's and the FH paper's default)
@@ -96,10 +96,10 @@ def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, wor
     """:func:`region_masks` of an image set (a uint8 tensor or a Dataset), computed once.
 
     Kept in memory for this process and, for a file-backed set, on disk next to its images, under a
-    key made of the set's identity (:func:`~byol_lite.runs.dataset_fingerprint`: content when cached,
+    key made of the set's identity (:func:`~byol_lite.training.runs.dataset_fingerprint`: content when cached,
     file names and sizes when streamed) and the method's settings (new images or settings: new masks).
     """
-    from byol_lite.runs import dataset_fingerprint
+    from byol_lite.training.runs import dataset_fingerprint
 
     _check_num_regions(num_regions)
     identity = dataset_fingerprint(dataset)
