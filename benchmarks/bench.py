@@ -55,7 +55,7 @@ class ByolLite:
         sys.path.insert(0, str(ROOT))
         from byol_lite.method.optim import build_optimizer
         from byol_lite.pretrain import PretrainConfig, build_augment, build_model
-        from byol_lite.training.runs import autocast, resolve_channels_last
+        from byol_lite.device import autocast, resolve_channels_last
 
         self.torch, self.device = torch, device
         cfg = PretrainConfig(backbone=args.backbone, stem="imagenet", image_size=args.image_size,

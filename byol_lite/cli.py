@@ -11,7 +11,8 @@ from byol_lite.training.distributed import cleanup, is_main_process
 COMMANDS = {
     "pretrain": "byol_lite.pretrain",
     "data": "byol_lite.data.cli",
-    "finetune": "byol_lite.finetune",   # also adds `evaluate` and `predict`
+    "finetune": "byol_lite.finetune",
+    "evaluate": "byol_lite.segmentation.evaluation",   # also adds `predict`
     "experiment": "byol_lite.experiment",
     "sweep": "byol_lite.sweep",
 }

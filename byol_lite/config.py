@@ -2,30 +2,75 @@
 
 One dataclass per entry point is the single source of defaults: the CLI options, the
 notebooks' ``parameters`` cells and the YAML profiles are all checked against it, so a
-misspelt or ill-typed parameter fails loudly instead of being silently ignored.
+misspelt, ill-typed or out-of-range parameter fails loudly instead of being silently used.
+The run control every training entry point shares lives in :class:`RunConfig`.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import inspect
 import os
 import types
 import typing
-from typing import Any, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Mapping, MutableMapping, NamedTuple, Optional
 
 
 class ParameterError(ValueError, TypeError):
-    """A parameter of the wrong type or outside its choices.
+    """A parameter of the wrong type or outside its choices or range.
 
     A ``ValueError`` so the CLI reports it like any other bad input (exit code 2, no traceback),
     and a ``TypeError`` because that is what it is for callers that catch that.
     """
 
 
+class Range(NamedTuple):
+    """The values a numeric option accepts: from ``low`` up to ``high`` (None: no upper bound), each bound
+    included unless ``open_low`` / ``open_high``. Printed as ``>= 1``, ``> 0`` or ``[0, 1)``."""
+
+    low: float
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return f"{'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT = Range(1), Range(0), Range(0, open_low=True), Range(0, 1)
+# 16 px: the smallest view whose last feature map is still 2x2 with the small stem (stride 8)
+IMAGE_SIDE = Range(16)
+
+
+def _fields(cls) -> list[dataclasses.Field]:
+    """A config's own fields, then those it inherits (the run control): the order of ``--help`` and messages."""
+    own = inspect.get_annotations(cls)
+    return sorted(dataclasses.fields(cls), key=lambda f: f.name not in own)
+
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name] for f in _fields(cls)}
+
+
+def _check(name: str, metadata: Mapping, value) -> None:
+    """Refuses a value outside a field's choices or range, naming the field, the value and what is valid."""
+    choices, valid = metadata.get("choices"), metadata.get("range")
+    if value is None:
+        return
+    if choices and value not in choices:
+        raise ParameterError(f"parameter {name!r} is {value!r}; valid values are: {', '.join(map(str, choices))}")
+    if valid is not None and value not in valid:
+        raise ParameterError(f"parameter {name!r} is {value!r}; valid range: {valid}")
 
 
 def _base_type(tp):
@@ -78,9 +123,19 @@ def _coerce(name: str, value: Any, tp) -> Any:
     return value
 
 
-def option(default, help: str, choices=None):
-    """A config field with its ``--help`` text (and allowed values), read by :func:`add_arguments`."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def option(default, help: str, choices=None, valid: Range | None = None):
+    """A config field with its ``--help`` text and its allowed values (``choices``) or range (``valid``)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "range": valid})
+
+
+def probability(default: float, help: str):
+    """A config field that is a probability: valid range [0, 1]."""
+    return option(default, help, valid=UNIT)
+
+
+def bounded(name: str, tp, valid: Range):
+    """An argparse ``type`` for a plain option (not a config field) with a range: the same message as a field's."""
+    return _cli_type(name, tp, {"range": valid})
 
 
 def non_defaults(config) -> dict[str, Any]:
@@ -92,33 +147,27 @@ def non_defaults(config) -> dict[str, Any]:
 
 
 def from_params(cls, params: Mapping[str, Any] | None = None, **overrides):
-    """Build ``cls`` from a mapping, rejecting unknown names and ill-typed values.
+    """Build ``cls`` from a mapping, rejecting unknown names (the construction checks the values).
 
     The error lists every valid name, so a typo in a papermill ``-p`` or a YAML profile is
     caught at once.
     """
-    merged = dict(params or {})
-    merged.update(overrides)
-    types = _field_types(cls)
-    unknown = sorted(set(merged) - set(types))
+    merged = {**(params or {}), **overrides}
+    names = [f.name for f in _fields(cls)]
+    unknown = sorted(set(merged) - set(names))
     if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; "
-            f"valid parameters are: {', '.join(types)}"
-        )
-    values = {k: _coerce(k, v, types[k]) for k, v in merged.items()}
-    for f in dataclasses.fields(cls):
-        choices = f.metadata.get("choices")
-        if choices and f.name in values and values[f.name] not in choices:
-            raise ParameterError(f"parameter {f.name!r} is {values[f.name]!r}; valid values are: {', '.join(choices)}")
-    return cls(**values)
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; "
+                         f"valid parameters are: {', '.join(names)}")
+    return cls(**merged)
 
 
-def _cli_type(name: str, tp):
-    """argparse's converter for a field; its error names the parameter and the expected type."""
+def _cli_type(name: str, tp, metadata: Mapping):
+    """argparse's converter for a field; its error names the parameter and the expected type or range."""
     def convert(value: str):
         try:
-            return _coerce(name, value, tp)
+            converted = _coerce(name, value, tp)
+            _check(name, metadata, converted)
+            return converted
         except ParameterError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
     convert.__name__ = name
@@ -135,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """
     _strict(parser)
     types = _field_types(cls)
-    for f in dataclasses.fields(cls):
+    for f in _fields(cls):
         base, _ = _base_type(types[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
@@ -145,9 +194,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
                                 action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, choices=choices,
-                                metavar=None if choices else f.name.upper(), help=help_text,
-                                type=_cli_type(f.name, types[f.name]))
+            shown = choices if base is str else None     # other choices (output_stride) are checked by the type
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, choices=shown,
+                                metavar=None if shown else f.name.upper(), help=help_text,
+                                type=_cli_type(f.name, types[f.name], f.metadata))
 
 
 def _strict(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +228,16 @@ def from_args(cls, namespace: argparse.Namespace, base: Mapping[str, Any] | None
     names = {f.name for f in dataclasses.fields(cls)}
     typed = {k: v for k, v in vars(namespace).items() if k in names}
     return from_params(cls, {**(base or {}), **typed})
+
+
+def add_command(subparsers, name: str, cls, run, help: str, description: str) -> None:
+    """A sub-command with one option per field of ``cls`` and ``--params FILE.yaml`` (a profile the typed
+    options override); ``run(config)`` does the work and returns the exit code."""
+    p = subparsers.add_parser(name, help=help, description=f"{description} --params FILE.yaml sets values from a "
+                                                           "profile; options typed on the command line win.")
+    p.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
+    add_arguments(p, cls)
+    p.set_defaults(func=lambda args: run(from_args(cls, args, load_yaml_params(args.params) if args.params else None)))
 
 
 def load_yaml_params(path) -> dict:
@@ -250,3 +310,47 @@ class NotebookParameters:
         for n in fields:
             self.namespace[n] = getattr(config, n)
         return config
+
+
+@dataclass
+class RunConfig:
+    """The run control every training entry point shares: where and how it computes, how it logs,
+    checkpoints and resumes. An entry point's config adds its own fields to these.
+
+    Every field is coerced to its type and checked against its choices or range when a config is made,
+    so a Python call, the CLI, a YAML profile and papermill get the same message for the same bad value.
+    """
+
+    # Settings that may change when a run is resumed: they do not alter the trajectory.
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("device", "num_workers", "log_every", "progress",
+                                                    "checkpoint_every", "skip_nonfinite")
+
+    device: str = option("auto", "cuda, cpu, or auto (CUDA when present)")
+    precision: str = option("auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), "
+                                    "fp32 or bf16", ["auto", "fp32", "bf16"])
+    channels_last: Optional[bool] = option(None, "channels_last memory format; unset: on (only speed changes)")
+    num_workers: int = option(0, "DataLoader worker processes (pretraining: for image sets too large to cache)",
+                              valid=NON_NEGATIVE)
+    seed: int = option(0, "seed of initialisation, batch order, augmentation and dropout", valid=NON_NEGATIVE)
+    log_every: int = option(10, "log metrics every N steps", valid=AT_LEAST_1)
+    checkpoint_every: int = option(100, "write a checkpoint every N steps", valid=AT_LEAST_1)
+    skip_nonfinite: bool = option(False, "skip a batch whose loss or gradients are NaN/inf (counted) instead of "
+                                         "stopping the run")
+    resume: bool = option(False, "continue the run in out_dir from its last checkpoint")
+    overwrite: bool = option(False, "start again in out_dir (the old folder is kept aside)")
+    force_resume: bool = option(False, "resume even if settings differ from the run's")
+    progress: bool = option(True, "show a progress bar")
+    sync_batchnorm: bool = option(True, "under torchrun with several processes: BatchNorm statistics over the "
+                                        "global batch (SyncBatchNorm); no effect in one process")
+
+    def __post_init__(self):
+        types = _field_types(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(f.name, getattr(self, f.name), types[f.name])
+            _check(f.name, f.metadata, value)
+            setattr(self, f.name, value)
+
+    @classmethod
+    def of(cls, config=None, **params):
+        """``config`` (default: the defaults) with ``params`` overriding fields by name: what an entry point runs."""
+        return from_params(cls, {**dataclasses.asdict(config or cls()), **params})

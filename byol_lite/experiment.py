@@ -25,8 +25,9 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from byol_lite.config import from_params
-from byol_lite.finetune import FinetuneConfig, resolve_data_root, finetune
+from byol_lite.config import AT_LEAST_1, bounded
+from byol_lite.data.labeled import resolve_data_root
+from byol_lite.finetune import FinetuneConfig, finetune
 from byol_lite.segmentation.model import init_path
 
 
@@ -43,9 +44,9 @@ def _run(config: FinetuneConfig, threads: int = 0) -> dict:
     if threads:
         torch.set_num_threads(threads)
     result = finetune(config)          # config.resume is set: finished runs are read back
-    done = json.loads((result["run_dir"] / "done.json").read_text())
-    return {"miou": result["metrics"]["miou"], "pixel_acc": result["metrics"]["pixel_acc"],
-            "n_train": done["n_train"], "run_dir": str(result["run_dir"])}
+    done = json.loads((result.run_dir / "done.json").read_text())
+    return {"miou": result.metrics["miou"], "pixel_acc": result.metrics["pixel_acc"],
+            "n_train": done["n_train"], "run_dir": str(result.run_dir)}
 
 
 def pretraining_of(init: str) -> dict:
@@ -116,8 +117,8 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     ``selection.csv``, ``summary.csv`` and ``label_efficiency.png`` to ``out_dir``.
     """
     base_params = dataclasses.asdict(base) if isinstance(base, FinetuneConfig) else dict(base or {})
-    config = from_params(FinetuneConfig, {**base_params, **params, "holdout_fraction": holdout_fraction,
-                                          "progress": False, "overwrite": False, "resume": True})
+    config = FinetuneConfig.of(None, **{**base_params, **params, "holdout_fraction": holdout_fraction,
+                                        "progress": False, "overwrite": False, "resume": True})
     arms = dict(arms or {"random": "random", "byol": "byol"})
     if not seeds or not lr_grid or not label_fractions or not arms:
         raise ValueError("arms, seeds, lr_grid and label_fractions must each name at least one value")
@@ -207,7 +208,8 @@ def add_cli(subparsers) -> None:
                    help="add or replace an arm (INIT: random, a pretraining run folder or a backbone file); "
                         "NAME= with nothing after it drops the file's arm NAME")
     p.add_argument("--out-dir", help="override the file's out_dir")
-    p.add_argument("--jobs", type=int, help="runs trained at once (default: the file's, else 1)")
+    p.add_argument("--jobs", type=bounded("jobs", int, AT_LEAST_1),
+                   help="runs trained at once (default: the file's, else 1)")
     p.add_argument("--device", help="override the recipe's device")
     p.set_defaults(func=_run_cli)
 

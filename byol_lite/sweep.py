@@ -122,7 +122,7 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def read_results(folder: Path) -> dict[str, Any]:
+def cell_results(folder: Path) -> dict[str, Any]:
     """The numbers of every ``done.json`` under ``folder`` (prefixed by subfolder when there are several)."""
     files = sorted(folder.rglob("done.json")) if folder.is_dir() else []
     if not files:
@@ -164,7 +164,7 @@ def run_sweep(sweep: Sweep | str | Path, out_dir: str | Path | None = None, prog
         try:
             papermill.execute_notebook(sweep.notebook, executed, parameters=params, cwd=str(sweep.notebook.parent),
                                        progress_bar=False, execution_timeout=sweep.timeout)
-            row = {"cell": folder.name, **cell, **read_results(folder / "run"), "notebook": str(executed)}
+            row = {"cell": folder.name, **cell, **cell_results(folder / "run"), "notebook": str(executed)}
         except Exception as err:   # a chapter's failure is reported, the sweep goes on
             failed.append({"cell": folder.name, **cell, "error": _last_line(err), "notebook": str(executed)})
             continue

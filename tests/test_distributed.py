@@ -19,7 +19,7 @@ from byol_lite.checkpoint import safe_load
 from byol_lite.training.distributed import Context
 from byol_lite.finetune import finetune
 from byol_lite.pretrain import PretrainConfig, build_model, pretrain
-from byol_lite.training.runs import seed_all
+from byol_lite.device import seed_all
 from conftest import blocks_dataset
 
 TINY_CLI = dict(device="cpu", image_size=32, width=8, proj_hidden=64, pred_hidden=64, proj_dim=32, batch_size=16,
@@ -134,11 +134,11 @@ def test_finetune_two_processes_match_one_process_also_when_resumed(tmp_path):
     done = torchrun("finetune", 2, dict(settings, out_dir=two, resume=True), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("mIoU") == 1
-    assert_close_state(safe_load(one["run_dir"] / "last.pt")["model"], safe_load(two / "last.pt")["model"], 1e-3)
-    for ra, rb in zip(metrics(one["run_dir"]), metrics(two), strict=True):
+    assert_close_state(safe_load(one.run_dir / "last.pt")["model"], safe_load(two / "last.pt")["model"], 1e-3)
+    for ra, rb in zip(metrics(one.run_dir), metrics(two), strict=True):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
     summary = json.loads((two / "done.json").read_text())
-    assert summary["metrics"]["miou"] == pytest.approx(one["metrics"]["miou"], abs=1e-6)
+    assert summary["metrics"]["miou"] == pytest.approx(one.metrics["miou"], abs=1e-6)
 
 
 def test_batch_must_split_evenly_and_rows_are_disjoint():

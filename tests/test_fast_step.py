@@ -11,7 +11,7 @@ from torchvision.transforms.functional import adjust_hue
 
 from byol_lite import BYOL, build_backbone
 from byol_lite.method.augment import BYOLAugment, _shift_hue
-from byol_lite.training.runs import autocast, resolve_channels_last, resolve_precision
+from byol_lite.device import autocast, resolve_channels_last, resolve_precision
 
 CPU = torch.device("cpu")
 

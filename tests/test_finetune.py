@@ -1,4 +1,3 @@
-import argparse
 import json
 import math
 from pathlib import Path
@@ -9,10 +8,13 @@ import torch
 from PIL import Image
 
 from byol_lite.data import VOC_PALETTE, read_image
-from byol_lite.finetune import FinetuneConfig, add_cli, evaluate, finetune, label_subset, labeled_split, poly_lr
+from byol_lite.cli import build_parser
+from byol_lite.data.labeled import labeled_split
+from byol_lite.finetune import FinetuneConfig, finetune, poly_lr
 from byol_lite.config import from_params
 from byol_lite.segmentation.metrics import ConfusionMatrix
-from byol_lite.segmentation.model import build_segmentation_model, predict_masks
+from byol_lite.segmentation.evaluation import evaluate, predict_masks
+from byol_lite.segmentation.model import build_segmentation_model
 
 # Small enough for two CPU cores: 40 px images, a resnet18 with the small stem at width 16.
 TINY = dict(backbone="resnet18", width=16, crop_size=40, num_classes=3, progress=False)
@@ -47,12 +49,12 @@ def shapes(n: int, size: int = 40, seed: int = 0) -> list[tuple[torch.Tensor, to
 def test_label_subsets_are_nested_deterministic_and_apart_from_the_holdout():
     ids = [f"img{i:03d}" for i in range(200)]
     fractions = [0.05, 0.1, 0.25, 0.5, 1.0]
-    subsets = [label_subset(ids, f, seed=7) for f in fractions]
+    subsets = [labeled_split(ids, f, seed=7)[0] for f in fractions]
     assert [len(s) for s in subsets] == [10, 20, 50, 100, 200]
     for small, large in zip(subsets, subsets[1:]):
         assert set(small) < set(large)
-    assert subsets[0] == label_subset(ids, 0.05, seed=7)          # same seed, same images
-    assert subsets[0] != label_subset(ids, 0.05, seed=8)          # another seed, other images
+    assert subsets[0] == labeled_split(ids, 0.05, seed=7)[0]      # same seed, same images
+    assert subsets[0] != labeled_split(ids, 0.05, seed=8)[0]      # another seed, other images
     assert subsets[0] != ids[:10]                                 # a random draw, not the first ids
     splits = [labeled_split(ids, f, holdout_fraction=0.2, seed=7) for f in fractions]
     holdout = splits[0][1]
@@ -61,7 +63,7 @@ def test_label_subsets_are_nested_deterministic_and_apart_from_the_holdout():
         assert set(small) < set(large)
     assert not set(splits[-1][0]) & set(holdout) and len(splits[-1][0]) == 160
     with pytest.raises(ValueError, match="label_fraction"):
-        label_subset(ids, 0.0)
+        labeled_split(ids, 0.0)
 
 
 def test_poly_schedule():
@@ -82,11 +84,11 @@ def test_overfits_eight_images(tmp_path):
     data = shapes(8)
     result = finetune(train_dataset=data, val_dataset=data, steps=60, batch_size=8, lr=0.1, scale_min=1.0,
                       scale_max=1.0, out_dir=str(tmp_path / "run"), **TINY)
-    assert result["metrics"]["miou"] >= 0.9, result["metrics"]
-    losses = [r["loss"] for r in result["history"] if "loss" in r]
+    assert result.metrics["miou"] >= 0.9, result.metrics
+    losses = [r["loss"] for r in result.history if "loss" in r]
     assert losses[-1] < 0.5 * losses[0]
     done = json.loads((tmp_path / "run" / "done.json").read_text())
-    assert done["n_train"] == 8 and done["metrics"]["miou"] == result["metrics"]["miou"]
+    assert done["n_train"] == 8 and done["metrics"]["miou"] == result.metrics["miou"]
     assert (tmp_path / "run" / "model.pt").is_file()
 
 
@@ -96,17 +98,17 @@ def test_resume_takes_exactly_the_uninterrupted_path(tmp_path):
                   checkpoint_every=100, **{**TINY, "width": 8, "crop_size": 24})
     straight = finetune(out_dir=str(tmp_path / "straight"), **common)
     paused = finetune(out_dir=str(tmp_path / "split"), stop_after_steps=3, **common)
-    assert paused["metrics"] is None and not (tmp_path / "split" / "done.json").exists()
+    assert paused.metrics is None and not (tmp_path / "split" / "done.json").exists()
     resumed = finetune(out_dir=str(tmp_path / "split"), resume=True, **common)
-    a, b = straight["model"].state_dict(), resumed["model"].state_dict()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["metrics"] == straight["metrics"]
-    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in straight["history"]]
+    assert resumed.metrics == straight.metrics
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
     with pytest.raises(FileExistsError, match="resume=True"):
         finetune(out_dir=str(tmp_path / "split"), **common)
     # a finished run is read back, not retrained
     again = finetune(out_dir=str(tmp_path / "split"), resume=True, **common)
-    assert again["metrics"] == straight["metrics"]
+    assert again.metrics == straight.metrics
 
 
 def test_evaluate_uses_whole_images_and_one_matrix_over_the_split():
@@ -139,9 +141,7 @@ def write_voc(root, splits: dict[str, list]) -> None:
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -100,15 +100,15 @@ def test_resume_removes_partial_files_and_a_torn_metrics_line(blocks, tmp_path, 
 def test_a_run_killed_before_its_first_checkpoint_restarts_without_duplicate_rows(blocks, tmp_path, monkeypatch):
     params = dict(TINY, max_steps=4, checkpoint_every=3, log_every=1)
     straight = pretrain(dataset=blocks, out_dir=tmp_path / "straight", **params)
-    real = pretrain_module.RunDir.save_checkpoint
+    real = RunDir.save_checkpoint
 
     def die(self, state):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretrain_module.RunDir, "save_checkpoint", die)
+    monkeypatch.setattr(RunDir, "save_checkpoint", die)
     with pytest.raises(KeyboardInterrupt):
         pretrain(dataset=blocks, out_dir=tmp_path / "run", **params)
-    monkeypatch.setattr(pretrain_module.RunDir, "save_checkpoint", real)
+    monkeypatch.setattr(RunDir, "save_checkpoint", real)
     assert not (tmp_path / "run" / "last.pt").exists() and (tmp_path / "run" / "metrics.jsonl").is_file()
     resumed = pretrain(dataset=blocks, out_dir=tmp_path / "run", resume=True, **params)
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -179,7 +179,7 @@ def test_finetune_resume_with_other_settings_is_refused(ft_data, tmp_path, chang
         _finetune(data, steps=4, resume=True, out_dir=str(tmp_path / "run"), **change)
     assert named in str(err.value)
     # ...and the same settings continue the run.
-    assert _finetune(ft_data, steps=4, resume=True, out_dir=str(tmp_path / "run"))["metrics"] is not None
+    assert _finetune(ft_data, steps=4, resume=True, out_dir=str(tmp_path / "run")).metrics is not None
 
 
 def test_cli_resume_with_another_batch_size_is_refused(tmp_path, capsys):
@@ -382,8 +382,8 @@ def test_finetune_stops_naming_the_main_or_aux_loss(ft_data, tmp_path, poison, w
 def test_finetune_skip_nonfinite_counts_the_skipped_batch(ft_data, tmp_path, poison):
     poison("aux")
     result = _finetune(ft_data, steps=6, aux=True, log_every=1, skip_nonfinite=True, out_dir=str(tmp_path / "run"))
-    assert [r["skipped_nonfinite"] for r in result["history"]] == [0, 0, 0, 1, 1, 1]
-    assert result["history"][3]["loss"] is None and result["metrics"]["miou"] >= 0
+    assert [r["skipped_nonfinite"] for r in result.history] == [0, 0, 0, 1, 1, 1]
+    assert result.history[3]["loss"] is None and result.metrics["miou"] >= 0
     assert json.loads((tmp_path / "run" / "done.json").read_text())["skipped_nonfinite"] == 1
 
 

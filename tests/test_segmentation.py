@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
+from byol_lite.data.transforms import normalize
 from byol_lite.method.backbones import build_backbone, save_backbone
-from byol_lite.segmentation.model import (build_segmentation_model, load_segmentation_model, normalize, predict_masks,
-                                    save_segmentation_model)
+from byol_lite.segmentation.evaluation import predict_masks
+from byol_lite.segmentation.model import build_segmentation_model, load_segmentation_model, save_segmentation_model
 
 SMALL = dict(backbone="resnet18", width=8, image_size=32)
 

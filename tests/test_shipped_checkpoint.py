@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from byol_lite.method.backbones import backbone_from_run
-from byol_lite.pretrain import RESUMABLE_CHANGES, PretrainConfig, load_size
+from byol_lite.pretrain import PretrainConfig, load_size
 from byol_lite.segmentation.model import build_segmentation_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ CHECKPOINTS = ROOT / "checkpoints"
 SHIPPED = {"byol-cpu-full": {}, "object-cpu-full": {"objective": "object", "precision": "bf16"}}
 PROFILE = ROOT / "book" / "params" / "cpu-full.yaml"
 # Where a run was written and how it was watched: not part of the recipe.
-NOT_RECIPE = set(RESUMABLE_CHANGES) | {"out_dir", "resume", "overwrite", "force_resume"}
+NOT_RECIPE = set(PretrainConfig.RESUMABLE_CHANGES) | {"out_dir", "resume", "overwrite", "force_resume"}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -47,7 +47,7 @@ def test_it_finished_the_whole_profile_without_skipped_steps(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_it_was_trained_on_the_embedded_set_as_generated_today(name):
     from byol_lite.data import unlabeled_dataset
-    from byol_lite.training.runs import dataset_fingerprint
+    from byol_lite.data.fingerprint import dataset_fingerprint
 
     recorded = json.loads((CHECKPOINTS / name / "dataset.json").read_text())["dataset"]
     profile = yaml.safe_load(PROFILE.read_text())

@@ -7,7 +7,6 @@ id has VOC 2012's own annotation (with its 255 border band) that mask is used; S
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 import tarfile
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets.utils import calculate_md5
 
 from byol_lite.data.palette import save_mask
 
@@ -27,18 +27,10 @@ TRAIN_AUG_SIZE = 10_582
 VOC_PARTS = ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/")
 
 
-def md5sum(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(path: Path, md5: str | None) -> None:
     if md5 is None:
         return
-    got = md5sum(path)
+    got = calculate_md5(path)
     if got != md5:
         raise ValueError(f"{path}: md5 {got} does not match the expected {md5}; the file is corrupt or "
                          f"incomplete — delete it and download it again")
@@ -71,55 +63,36 @@ def download(url: str, dest: Path, md5: str | None) -> Path:
     return dest
 
 
-def _members(tar: tarfile.TarFile, keep) -> list[tarfile.TarInfo]:
-    out = []
-    for m in tar.getmembers():
-        name = keep(m.name)
-        if name is not None and (m.isfile() or m.isdir()):
-            m.name = name
-            out.append(m)
-    return out
+def _extract(archive, dest, prefix: str, keep, found, expected: str) -> None:
+    """Extracts the members of ``archive`` below ``prefix`` (wherever it sits in their paths) whose rest
+    ``keep`` accepts, as ``dest/prefix...``, safely (``filter="data"``); refuses an archive where
+    ``found(members)`` fails, naming the ``expected`` one."""
+    with tarfile.open(archive) as tar:
+        members = []
+        for m in tar.getmembers():
+            at = m.name.find(prefix)
+            if at >= 0 and keep(m.name[at + len(prefix):]) and (m.isfile() or m.isdir()):
+                m.name = m.name[at:]
+                members.append(m)
+        if not found(members):
+            raise ValueError(f"{archive}: no {expected}")
+        tar.extractall(dest, members=members, filter="data")
 
 
 def extract_voc(tar_path, dest) -> Path:
     """Extracts JPEGImages, SegmentationClass and the segmentation lists into ``dest/VOCdevkit/VOC2012``."""
-    dest = Path(dest)
-
-    def keep(name: str):
-        at = name.find("VOCdevkit/VOC2012/")
-        if at < 0:
-            return None
-        rel = name[at:]
-        part = rel[len("VOCdevkit/VOC2012/"):]
-        return rel if any(part.startswith(p) for p in VOC_PARTS) else None
-
-    with tarfile.open(tar_path) as tar:
-        members = _members(tar, keep)
-        if not members:
-            raise ValueError(f"{tar_path}: no VOCdevkit/VOC2012/ entries; expected the VOC 2012 trainval tar "
-                             f"(VOCtrainval_11-May-2012.tar)")
-        tar.extractall(dest, members=members, filter="data")
-    return dest / "VOCdevkit" / "VOC2012"
+    _extract(tar_path, dest, "VOCdevkit/VOC2012/", lambda rest: rest.startswith(VOC_PARTS), bool,
+             "VOCdevkit/VOC2012/ entries; expected the VOC 2012 trainval tar (VOCtrainval_11-May-2012.tar)")
+    return Path(dest) / "VOCdevkit" / "VOC2012"
 
 
 def extract_sbd(tgz_path, workdir) -> Path:
     """Extracts SBD's ``dataset/cls/*.mat`` and ``dataset/{train,val}.txt``; returns that dataset folder."""
-    workdir = Path(workdir)
-
-    def keep(name: str):
-        at = name.find("dataset/")
-        if at < 0:
-            return None
-        rel = name[at:]
-        ok = rel in ("dataset/train.txt", "dataset/val.txt") or (rel.startswith("dataset/cls/") and rel.endswith(".mat"))
-        return rel if ok else None
-
-    with tarfile.open(tgz_path) as tar:
-        members = _members(tar, keep)
-        if not any(m.name.endswith(".mat") for m in members):
-            raise ValueError(f"{tgz_path}: no dataset/cls/*.mat entries; expected SBD's benchmark.tgz")
-        tar.extractall(workdir, members=members, filter="data")
-    return workdir / "dataset"
+    _extract(tgz_path, workdir, "dataset/",
+             lambda rest: rest in ("train.txt", "val.txt") or (rest.startswith("cls/") and rest.endswith(".mat")),
+             lambda members: any(m.name.endswith(".mat") for m in members),
+             "dataset/cls/*.mat entries; expected SBD's benchmark.tgz")
+    return Path(workdir) / "dataset"
 
 
 def sbd_mask(mat_path) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Why v2 with ``tv_tensors``: one random draw is applied to both tensors (same scale, crop and
 flip), and v2 resizes a ``tv_tensors.Mask`` with nearest-neighbour whatever the image uses, so a
-label is never interpolated into a class that was not there. The image stays uint8: normalisation
-belongs to the model code.
+label is never interpolated into a class that was not there. The image stays uint8 until the model
+code normalises it with :func:`normalize`, the one ImageNet normalisation of the package.
 """
 from __future__ import annotations
 
@@ -15,6 +15,22 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from byol_lite.data.palette import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """uint8 or [0, 1] float images ``[..., 3, H, W]`` -> ImageNet mean/std, what the backbones expect."""
+    x = images if images.is_floating_point() else F.to_dtype(images, torch.float32, scale=True)
+    return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD, inplace=inplace)
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """:func:`normalize` undone, clipped to [0, 1]: a normalised image for display."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x * std + mean).clamp(0, 1)
 
 
 class RandomScale(v2.Transform):
@@ -74,11 +90,3 @@ def train_transforms(crop_size: int | tuple[int, int], scale: tuple[float, float
         v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: fill, tv_tensors.Mask: IGNORE_INDEX}),
         v2.RandomHorizontalFlip(hflip),
     ]))
-
-
-def eval_transforms(size: int | tuple[int, int] | None = None,
-                    interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> JointTransform:
-    """Evaluation: the full image (``size=None``), short side resized to ``size`` (int), or exactly (h, w)."""
-    if size is None:
-        return JointTransform(v2.Identity())
-    return JointTransform(v2.Resize(size, interpolation=interpolation, antialias=True))

@@ -41,6 +41,12 @@ def load_square(path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1).contiguous()
 
 
+def in_memory(images) -> torch.Tensor | None:
+    """The uint8 tensor of every image when ``images`` is one or caches one (``.images``), else None."""
+    cached = images if isinstance(images, torch.Tensor) else getattr(images, "images", None)
+    return cached if isinstance(cached, torch.Tensor) else None
+
+
 def _report(bad: list[tuple[Path, str]], total: int, source: str) -> None:
     if not bad:
         return

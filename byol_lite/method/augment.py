@@ -16,8 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from byol_lite.data.transforms import denormalize, normalize
 
 
 @dataclass(frozen=True)
@@ -211,15 +210,16 @@ def blur_kernel_size(size: int) -> int:
 
 
 class BYOLAugment:
-    """Callable producing two normalised views ``[B, 3, size, size]`` from a uint8 or [0, 1] float batch.
+    """Callable producing two views ``[B, 3, size, size]``, ImageNet-normalised, from a uint8 or [0, 1] float batch.
 
     ``per_sample=False`` gives every image of a batch the same parameters (to show why that is worse).
     """
 
-    def __init__(self, size: int, view1: ViewConfig = VIEW1, view2: ViewConfig = VIEW2,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, per_sample: bool = True, interpolation: str = "bicubic"):
+    denormalize = staticmethod(denormalize)     # a view back to [0, 1], for display
+
+    def __init__(self, size: int, view1: ViewConfig = VIEW1, view2: ViewConfig = VIEW2, per_sample: bool = True,
+                 interpolation: str = "bicubic"):
         self.size, self.view1, self.view2 = size, view1, view2
-        self.mean, self.std = mean, std
         self.per_sample = per_sample
         self.interpolation = interpolation
         self.kernel = blur_kernel_size(size)
@@ -266,9 +266,7 @@ class BYOLAugment:
         if idx.numel():
             sub = x[idx]
             x[idx] = torch.where(sub >= cfg.solarize_threshold, 1 - sub, sub)
-        mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std)
+        return normalize(x, inplace=True)
 
     def __call__(self, images: torch.Tensor, generator=None, return_params: bool = False,
                  batch_size: int | None = None, offset: int = 0):
@@ -282,9 +280,3 @@ class BYOLAugment:
         p2 = self.params(batch_size or b, h, w, self.view2, gen).rows(rows)
         v1, v2 = self.apply(images, p1, self.view1), self.apply(images, p2, self.view2)
         return ((v1, v2), (p1, p2)) if return_params else (v1, v2)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Back to [0, 1] for display."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x * std + mean).clamp(0, 1)

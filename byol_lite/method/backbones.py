@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
+PRETRAIN_RUN = "runs/pretrain"     # where pretraining writes by default, and what fine-tuning's init="byol" reads
 ARCHS = {
     "resnet18": (resnet.BasicBlock, [2, 2, 2, 2]),
     "resnet34": (resnet.BasicBlock, [3, 4, 6, 3]),
@@ -72,13 +73,15 @@ class Backbone(resnet.ResNet):
             stride *= conv.stride[0]
         return stride
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(layer3's output, layer4's output)``: segmentation's auxiliary head reads the first."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        mid = self.layer3(self.layer2(self.layer1(x)))
+        return mid, self.layer4(mid)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(pooled [B, C], feature_map [B, C, h, w])``."""
-        fmap = self.forward_features(x)
+        fmap = self.forward_features(x)[1]
         return torch.flatten(self.avgpool(fmap), 1), fmap
 
 

@@ -62,6 +62,7 @@ class BYOLOutput:
     online_proj: torch.Tensor   # [2B, D] online projections z (view 1 then view 2), for the collapse monitor
     online_pred: torch.Tensor   # [2B, D] predictions p
     target_proj: torch.Tensor   # [2B, D] target outputs z' (no grad; after the target's predictor if it has one)
+    directions: tuple[torch.Tensor, torch.Tensor]   # the loss's two terms: p1 against z'2, and p2 against z'1
 
 
 PREDICTOR_SIDES = ("online", "target")
@@ -119,8 +120,8 @@ class BYOL(nn.Module):
         p1, z1 = self._online(view1)
         p2, z2 = self._online(view2)
         t1, t2 = self._target(view1), self._target(view2)
-        loss = regression_loss(p1, t2).mean() + regression_loss(p2, t1).mean()
-        return BYOLOutput(loss, torch.cat([z1, z2]), torch.cat([p1, p2]), torch.cat([t1, t2]))
+        directions = regression_loss(p1, t2).mean(), regression_loss(p2, t1).mean()
+        return BYOLOutput(directions[0] + directions[1], torch.cat([z1, z2]), torch.cat([p1, p2]), torch.cat([t1, t2]), directions)
 
     def update_target(self, tau: float) -> None:
         ema_update_(self.target, self.online, tau)

@@ -96,10 +96,10 @@ def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, wor
     """:func:`region_masks` of an image set (a uint8 tensor or a Dataset), computed once.
 
     Kept in memory for this process and, for a file-backed set, on disk next to its images, under a
-    key made of the set's identity (:func:`~byol_lite.training.runs.dataset_fingerprint`: content when cached,
+    key made of the set's identity (:func:`~byol_lite.data.fingerprint.dataset_fingerprint`: content when cached,
     file names and sizes when streamed) and the method's settings (new images or settings: new masks).
     """
-    from byol_lite.training.runs import dataset_fingerprint
+    from byol_lite.data.fingerprint import dataset_fingerprint
 
     _check_num_regions(num_regions)
     identity = dataset_fingerprint(dataset)

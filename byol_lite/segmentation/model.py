@@ -3,7 +3,7 @@
 The backbone can start from random weights, from the online encoder of a BYOL pretraining run,
 or from any torchvision-format ResNet ``state_dict``; that choice (``init``) is the only thing
 the BYOL-vs-random comparison varies. Inputs are ImageNet-normalised float images (see
-:func:`normalize`); outputs are logits upsampled bilinearly to the input size.
+:func:`byol_lite.data.transforms.normalize`); outputs are logits upsampled bilinearly to the input size.
 """
 from __future__ import annotations
 
@@ -17,18 +17,11 @@ from torch import nn
 from torchvision.models import resnet
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
-from torchvision.transforms.v2 import functional as TF
 
-from byol_lite.method.augment import IMAGENET_MEAN, IMAGENET_STD
-from byol_lite.method.backbones import Backbone, backbone_from_run, build_backbone, load_backbone
 from byol_lite.checkpoint import atomic_save, safe_load
+from byol_lite.method.backbones import PRETRAIN_RUN, Backbone, backbone_from_run, build_backbone, load_backbone
 
 HEADS = ("fcn", "deeplabv3", "linear")
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``[..., 3, H, W]`` → float, ImageNet mean/std (what the backbones were trained on)."""
-    return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def default_atrous_rates(output_stride: int) -> tuple[int, ...]:
@@ -88,16 +81,10 @@ class SegmentationModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        mid = b.layer3(b.layer2(b.layer1(x)))
-        return mid, b.layer4(mid)
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            mid, feat = self._features(x)
+            mid, feat = self.backbone.forward_features(x)
         out = {"out": F.interpolate(self.classifier(feat), size=size, mode="bilinear", align_corners=False)}
         if self.aux_classifier is not None and self.training:
             out["aux"] = F.interpolate(self.aux_classifier(mid), size=size, mode="bilinear", align_corners=False)
@@ -135,11 +122,7 @@ def with_output_stride(backbone: Backbone, output_stride: int | None) -> Backbon
 
 def init_path(init: str) -> Path:
     """The file or folder an ``init`` other than ``"random"`` names (``"byol"``: the default pretraining folder)."""
-    if init == "byol":
-        from byol_lite.pretrain import PretrainConfig
-
-        init = PretrainConfig().out_dir
-    return Path(init)
+    return Path(PRETRAIN_RUN if init == "byol" else init)
 
 
 def _initial_backbone(init: str, arch: str, stem: str, width: int, image_size: int | None) -> Backbone:
@@ -205,14 +188,3 @@ def load_segmentation_model(path: str | os.PathLike, map_location: str | torch.d
     model = build_segmentation_model("random", atrous_rates=tuple(rates) if rates else None, **spec)
     model.load_state_dict(state["model"])
     return model
-
-
-@torch.no_grad()
-def predict_masks(model: SegmentationModel, images: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``[N, 3, H, W]`` (any size: whole-image inference) → class indices ``[N, H, W]``."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    logits = model(normalize(images.to(device)))["out"]
-    model.train(was_training)
-    return logits.argmax(1)

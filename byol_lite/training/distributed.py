@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from byol_lite.training.runs import pick_device
+from byol_lite.device import pick_device
 
 T = TypeVar("T")
 

@@ -1,101 +1,78 @@
 """A training run's folder: config, metrics log, checkpoints, and the rules that protect them.
 
-Shared by pretraining and fine-tuning. A run folder holds ``config.json``, ``metrics.jsonl``
-(one JSON row per logged step), ``last.pt`` (the latest checkpoint, replaced atomically) and
-``done.json`` once finished. Nothing a user made is silently replaced: a folder holding a run
-is only reused with ``resume`` (same settings) or ``overwrite`` (the old folder is kept aside).
+Shared by pretraining and fine-tuning. A run folder holds ``config.json``, ``dataset.json`` (the data
+read and the number of processes), ``metrics.jsonl`` (one JSON row per logged step), ``last.pt`` (the
+latest checkpoint, replaced atomically) and ``done.json`` once finished. Nothing a user made is
+silently replaced: a folder holding a run is only reused with ``resume`` (same settings) or
+``overwrite`` (the old folder is kept aside), and only by one process at a time (:class:`FolderLock`).
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import dataclasses
 import json
 import math
-import random
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 import torch
 
 from byol_lite.checkpoint import atomic_save, atomic_write_json, atomic_write_text, remove_stale_temp_files, safe_load
 
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+LOCK_FILE = ".lock"     # the pid of the process writing the folder; the lock itself is on the folder
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast is a speed-up on ``device``: CUDA, or a CPU with bf16 instructions
-    (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16, which is slower than fp32."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")   # torch.cpu's own CPU-feature probes
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+class ResumeRefused(ValueError):
+    """The run in the folder was made with other settings, data or process count than asked for now."""
 
 
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto`` is bf16 where :func:`native_bf16` says it pays (measured on the 2-core AMD EPYC with
-    AVX512-BF16: the book's pretraining step 1.6x faster than fp32, a fine-tuning step 1.5x), fp32
-    elsewhere. Not everywhere: on a 2-core Intel Xeon with AVX512-BF16 and no AMX, bf16 pretraining
-    ran at 0.8x fp32 (chapter 5); pass ``fp32`` there."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
-    return precision
+class RunInUse(FileExistsError):
+    """Another process is writing the run folder."""
 
 
-def autocast(device: torch.device, precision: str):
-    """``precision``: ``fp32``, ``bf16``, or ``auto`` (see :func:`resolve_precision`)."""
-    if resolve_precision(device, precision) == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+class FolderLock:
+    """An exclusive lock on a run folder while one process writes it: ``flock`` on the folder itself, which
+    the kernel releases when the holder exits, however it exits -- a killed holder leaves no lock behind,
+    only its pid in ``.lock``, which the next holder replaces. Without ``fcntl`` (Windows) nothing is locked."""
 
+    def __init__(self, folder: Path):
+        self.path, self.fd, self.stale = folder / LOCK_FILE, None, None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = f"process {self._pid()}" if self._pid() else "another process"
+            raise RunInUse(f"{folder} is in use: {holder} is writing this run (two writers would corrupt it). "
+                           "Wait for it to finish or stop it, or choose another output folder.") from None
+        self.fd, self.stale = fd, self._pid()
 
-def resolve_channels_last(device: torch.device, setting: bool | None) -> bool:
-    """``None`` (the default) is on: cuDNN's bf16 convolutions want NHWC, and so do oneDNN's on a CPU
-    (measured on the 2-core CPU: the book's pretraining step 1.4x faster in fp32, 1.2x in bf16).
-    It changes speed only (tests/test_fast_step.py)."""
-    return True if setting is None else setting
+    def _pid(self) -> str | None:
+        try:
+            return self.path.read_text().strip() or None
+        except OSError:
+            return None
 
+    def claim(self) -> None:
+        """Records this process as the holder (once the folder is known to be this run's)."""
+        if self.fd is not None:
+            if self.stale:
+                print(f"{self.path.parent}: took over the lock of process {self.stale}, which has stopped")
+            atomic_write_text(f"{os.getpid()}\n", self.path)
 
-def seed_all(seed: int) -> None:
-    """Seeds torch, numpy and Python's ``random``: a run's RNG state then depends on its seed only,
-    so the state stored in a checkpoint is the same in an interrupted and an uninterrupted run."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    # numpy arrays are not allowed by weights_only loading: store the key as a tensor.
-    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(_tuplify(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(x):
-    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+    def release(self) -> None:
+        if self.fd is not None:
+            if self._pid() == str(os.getpid()):
+                self.path.unlink()
+            os.close(self.fd)
+            self.fd = None
 
 
 def _differences(old: dict, new: dict, ignore: Iterable[str]) -> list[str]:
@@ -104,111 +81,97 @@ def _differences(old: dict, new: dict, ignore: Iterable[str]) -> list[str]:
     return [f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
 
 
-def dataset_fingerprint(dataset) -> str:
-    """A short identity of the data a run trains on, so resuming on other data is refused.
-
-    Cached tensors and in-memory lists are hashed by content; file-backed datasets by their
-    files' names and sizes (cheap for tens of thousands of files, and it catches added,
-    removed or replaced images). Anything else is identified by its type and length only.
-    """
-    h = hashlib.sha1()
-
-    def add_tensor(t: torch.Tensor) -> None:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
-    cached = dataset if isinstance(dataset, torch.Tensor) else getattr(dataset, "images", None)
-    files = [getattr(dataset, a, None) for a in ("files", "images", "masks")]
-    files = [f for f in files if isinstance(f, list) and f and isinstance(f[0], (str, Path))]
-    if isinstance(cached, torch.Tensor):
-        add_tensor(cached)
-    elif files:
-        for paths in files:
-            for f in map(Path, paths):
-                h.update(f"{f.name}:{f.stat().st_size if f.exists() else -1};".encode())
-    elif isinstance(dataset, (list, tuple)):
-        for item in dataset:
-            for t in item if isinstance(item, (list, tuple)) else [item]:
-                add_tensor(torch.as_tensor(t))
-    else:
-        return f"{len(dataset)} items of {type(dataset).__name__}"
-    return f"{len(dataset)} items, sha1 {h.hexdigest()[:12]}"
-
-
 def _finite_or_none(row: Mapping[str, Any]) -> dict[str, Any]:
     """metrics.jsonl stays strict JSON: a NaN/inf value (a skipped step's loss) is written as null."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
-def format_postfix(row: Mapping[str, Any], keys: Iterable[str]) -> dict[str, str]:
-    """Progress-bar text for the ``keys`` of a metrics row; a null (skipped) value shows as ``nan``."""
-    return {k: "nan" if row[k] is None else f"{row[k]:.3f}" for k in keys if k in row}
-
-
-
-
 class RunDir:
-    """Opens ``path`` for a run with ``config``; see the module docstring for the rules.
+    """Opens ``config.out_dir`` for a run with ``config`` (a :class:`~byol_lite.config.RunConfig`); see the
+    module docstring for the rules.
 
-    ``resumable_changes`` names settings that may differ on resume (e.g. logging intervals);
-    any other difference -- including ``dataset`` (see :func:`dataset_fingerprint`) -- is refused
-    unless ``force_resume`` is set. ``defaults``: the config class's defaults; a setting the package
-    gained after the run was made is absent from its config.json and counts as its default then.
+    On resume, every setting but the config class's ``RESUMABLE_CHANGES`` (e.g. logging intervals) must be
+    the run's, and so must ``dataset`` (see :func:`~byol_lite.data.fingerprint.dataset_fingerprint`) and
+    ``processes``: otherwise :class:`ResumeRefused`, unless ``force_resume``. A setting the package gained
+    after the run was made is absent from its config.json and counts as its default, as does a folder's
+    missing process count (one process).
     """
 
-    def __init__(self, path: str | Path, config: dict, resume: bool = False, overwrite: bool = False,
-                 resumable_changes: Iterable[str] = (), force_resume: bool = False, dataset: str | None = None,
-                 defaults: dict | None = None):
-        self.path = Path(path)
-        self.config = config
+    def __init__(self, config, dataset: str | None = None, processes: int = 1):
+        self.path = Path(config.out_dir)
+        self.config = dataclasses.asdict(config)
         self.resumed_from: dict | None = None
         self.last_saved_step: int | None = None
-        if resume and overwrite:
+        if config.resume and config.overwrite:
             raise ValueError("resume and overwrite exclude each other: continue the run in "
                              f"{self.path} (--resume) or start it again (--overwrite), not both")
+        self._lock = FolderLock(self.path)
+        try:
+            self._open(config, {"dataset": dataset, "processes": processes})
+        except BaseException:
+            self._lock.release()
+            raise
+        self._lock.claim()
+
+    def __getstate__(self):   # the other processes of a torchrun get the folder, not this process's lock
+        return {**vars(self), "_lock": None}
+
+    def close(self) -> None:
+        """Lets another process open the folder (on the process that opened it)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _open(self, config, facts: dict) -> None:
         existing = (self.path / "config.json").is_file()
         if not existing and self.path.is_dir():
-            foreign = sorted(p.name for p in self.path.iterdir() if not _is_temp(p))
+            foreign = sorted(p.name for p in self.path.iterdir() if not _is_ours(p))
             if foreign:
                 raise FileExistsError(
                     f"{self.path} is not empty ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}) "
                     "and holds no byol_lite run (no config.json): choose an empty or new output folder, "
                     "so nothing there is overwritten.")
-        if existing and overwrite:
+        if existing and config.overwrite:
             backup = _free_name(self.path.with_name(f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
+            self._lock.release()
             shutil.move(str(self.path), str(backup))
             print(f"overwrite: the previous run in {self.path} was moved to {backup}")
+            self._lock = FolderLock(self.path)
             existing = False
-        if existing and not resume:
+        if existing and not config.resume:
             state = "a finished run" if self.done else "an unfinished run"
             raise FileExistsError(
                 f"{self.path} already holds {state}. Pass resume=True (--resume) to continue it, "
                 "overwrite=True (--overwrite) to start again (the old folder is kept aside), "
                 "or choose another output folder.")
         if existing:
-            old = json.loads((self.path / "config.json").read_text())
-            old = {**{k: v for k, v in (defaults or {}).items() if k not in old}, **old}
-            new = dict(config)
-            stored = self.path / "dataset.json"
-            if dataset is not None and stored.is_file():
-                old["dataset"], new["dataset"] = json.loads(stored.read_text())["dataset"], dataset
-            diffs = _differences(old, new, set(resumable_changes) | {"resume", "overwrite", "force_resume"})
-            if diffs and not force_resume:
-                raise ValueError(
-                    f"refusing to resume {self.path} with different settings:\n  " + "\n  ".join(diffs)
-                    + "\nUse the run's settings, a new output folder, or force_resume=True (--force-resume).")
-            if diffs:
-                print(f"force_resume: continuing {self.path} although\n  " + "\n  ".join(diffs))
-            removed = remove_stale_temp_files(self.path)
-            if removed:
-                print(f"resume: removed {len(removed)} partial file(s) left by an interrupted write: "
-                      + ", ".join(p.name for p in removed))
-            self.resumed_from = old
+            self._check_resume(config, facts)
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(config, self.path / "config.json")
-        if dataset is not None:
-            atomic_write_json({"dataset": dataset}, self.path / "dataset.json")
+        atomic_write_json(self.config, self.path / "config.json")
+        atomic_write_json(facts, self.path / "dataset.json")
+
+    def _check_resume(self, config, facts: dict) -> None:
+        old = json.loads((self.path / "config.json").read_text())
+        old = {**{k: v for k, v in dataclasses.asdict(type(config)()).items() if k not in old}, **old}
+        new = dict(self.config)
+        stored = self.path / "dataset.json"
+        if stored.is_file():
+            old.update({"processes": 1, **json.loads(stored.read_text())})
+            new.update(facts)
+        diffs = _differences(old, new, set(config.RESUMABLE_CHANGES) | {"resume", "overwrite", "force_resume"})
+        if diffs and not config.force_resume:
+            why = ("\nA resumed run must take the path of an uninterrupted one, and the number of processes "
+                   "changes it (the rounding of every sum over the batch, each process's dropout): resume "
+                   f"with {old['processes']} process(es)." if old.get("processes") != new.get("processes") else "")
+            raise ResumeRefused(
+                f"refusing to resume {self.path} with different settings:\n  " + "\n  ".join(diffs) + why
+                + "\nUse the run's settings, a new output folder, or force_resume=True (--force-resume).")
+        if diffs:
+            print(f"force_resume: continuing {self.path} although\n  " + "\n  ".join(diffs))
+        removed = remove_stale_temp_files(self.path)
+        if removed:
+            print(f"resume: removed {len(removed)} partial file(s) left by an interrupted write: "
+                  + ", ".join(p.name for p in removed))
+        self.resumed_from = old
 
     @property
     def checkpoint_path(self) -> Path:
@@ -278,9 +241,14 @@ class RunDir:
     def mark_done(self, summary: dict) -> None:
         atomic_write_json(summary, self.path / "done.json")
 
+    def summary(self) -> dict | None:
+        """``done.json``: what a finished run reported, or None while it is not finished."""
+        return json.loads((self.path / "done.json").read_text()) if self.done else None
 
-def _is_temp(p: Path) -> bool:
-    return p.name.startswith(".") and p.name.endswith(".tmp")
+
+def _is_ours(p: Path) -> bool:
+    """A partial file of an interrupted write, or the lock of a process that was killed."""
+    return p.name == LOCK_FILE or (p.name.startswith(".") and p.name.endswith(".tmp"))
 
 
 def _free_name(path: Path) -> Path:
@@ -292,72 +260,3 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
-class NonFiniteGuard:
-    """Catches a NaN/inf loss or gradient at the step it happens, before it reaches the weights.
-
-    By default the run stops with :class:`FloatingPointError` naming the step, the learning rate
-    and the loss terms (or parameters) that are not finite; the checkpoint on disk is the last
-    good one, as nothing is saved after a bad step. With ``skip=True`` the batch is skipped
-    instead -- no optimiser step, no EMA update, and BatchNorm running statistics put back as
-    they were before the batch -- and counted in :attr:`skipped`.
-    """
-
-    def __init__(self, run: RunDir, skip: bool = False, advice: str = "", skipped: int = 0):
-        self.run, self.skip, self.advice, self.skipped = run, skip, advice, skipped
-        self._buffers: list[torch.Tensor] = []
-        self._saved: list[torch.Tensor] = []
-
-    def before_forward(self, model: torch.nn.Module) -> None:
-        """Remembers the buffers (BatchNorm statistics) a bad batch would corrupt; only when skipping."""
-        if self.skip:
-            self._buffers = list(model.buffers())
-            self._saved = [b.clone() for b in self._buffers]
-
-    def loss_ok(self, step: int, lr: float, loss: torch.Tensor, terms) -> bool:
-        """``step``: steps completed before this batch (the bad one is reported as ``step + 1``, as
-        metrics rows and checkpoints count completed steps); ``terms``: a callable returning
-        ``{loss term: value or text}``, only evaluated for a bad loss."""
-        if bool(torch.isfinite(loss)):
-            return True
-        detail = "; ".join(f"{name} = {_fmt(v)}" for name, v in terms().items())
-        return self._bad(f"non-finite loss ({_fmt(loss)}) at step {step + 1} with lr={lr:.4g}: {detail}")
-
-    def grads_ok(self, step: int, lr: float, loss: torch.Tensor, named_parameters) -> bool:
-        bad = _nonfinite([(n, p.grad) for n, p in named_parameters if p.grad is not None])
-        if not bad:
-            return True
-        return self._bad(f"non-finite gradients at step {step + 1} with lr={lr:.4g} from a finite loss "
-                         f"({_fmt(loss)}), in {_names(bad)}")
-
-    def check_weights(self, step: int, model: torch.nn.Module) -> None:
-        """Before a checkpoint is written: weights overflowed by a finite but huge update are never saved."""
-        bad = _nonfinite([(n, p.detach()) for n, p in model.named_parameters()])
-        if bad:
-            self._bad(f"non-finite weights after step {step}, in {_names(bad)}; they were not saved", can_skip=False)
-
-    def _bad(self, what: str, can_skip: bool = True) -> bool:
-        if not (self.skip and can_skip):
-            kept = (f"the last good checkpoint (step {self.run.last_saved_step}) is kept in {self.run.checkpoint_path}"
-                    if self.run.last_saved_step is not None else "no checkpoint had been written yet")
-            hint = " Or pass skip_nonfinite=True (--skip-nonfinite) to skip such batches." if can_skip else ""
-            raise FloatingPointError(f"{what}. Stopped; {kept}. {self.advice}{hint}")
-        if self._buffers:
-            torch._foreach_copy_(self._buffers, self._saved)
-        self.skipped += 1
-        print(f"skipped: {what} ({self.skipped} skipped so far)")
-        return False
-
-
-def _nonfinite(named: list[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names of the tensors holding NaN/inf: one fused norm (one sync) in the usual all-finite case."""
-    if not named or bool(torch.isfinite(torch.stack(torch._foreach_norm([t for _, t in named]))).all()):
-        return []
-    return [n for n, t in named if not bool(torch.isfinite(t).all())]   # a norm can overflow on finite values
-
-
-def _names(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-
-def _fmt(v) -> str:
-    return v if isinstance(v, str) else f"{float(torch.as_tensor(v).detach()):.4g}"
