@@ -114,8 +114,11 @@ def test_cli_synthetic(tmp_path, capsys):
     assert "generated" in capsys.readouterr().out
     assert main(args) == 0
     assert "up to date" in capsys.readouterr().out
-    assert main(["data", "synthetic", "--out", str(tmp_path / "bad"), "--image-size", "4"]) == 2
-    assert "image_size must be 16..512" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "synthetic", "--out", str(tmp_path / "bad"), "--image-size", "4"])
+    assert exit_.value.code == 2 and "parameter 'image_size' is 4; valid range: [16, 512]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"parameter 'image_size' is 4; valid range: \[16, 512\]"):
+        build_synthetic(tmp_path / "bad", image_size=4)
 
 
 def test_default_dataset_has_large_objects(tmp_path):

@@ -2,6 +2,7 @@
 non-finite losses, no clobbering, strict parameters. The subprocess kill test is in
 ``test_reliability_kill.py``."""
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,14 +15,15 @@ import torch
 
 import byol_lite.finetune as finetune_module
 import byol_lite.pretrain as pretrain_module
-from byol_lite.method.backbones import backbone_from_run, build_backbone, load_backbone
 from byol_lite.checkpoint import atomic_save, safe_load
 from byol_lite.cli import main
 from byol_lite.config import NotebookParameters, from_params
+from byol_lite.data.fingerprint import dataset_fingerprint
 from byol_lite.finetune import FinetuneConfig, finetune
+from byol_lite.method.backbones import backbone_from_run, build_backbone, load_backbone
 from byol_lite.pretrain import PretrainConfig, pretrain
-from byol_lite.training.runs import RunDir
 from byol_lite.segmentation.model import build_segmentation_model, load_segmentation_model
+from byol_lite.training.runs import RunDir, RunInUse
 from conftest import TINY, interrupt_after_first_checkpoint
 from test_finetune import shapes
 from test_pretrain_cli import image_folder
@@ -149,6 +151,8 @@ def test_a_run_made_before_a_setting_existed_resumes_with_that_settings_default(
     old = json.loads(cfg.read_text())
     del old["objective"]                          # as written by a version without object-level BYOL
     cfg.write_text(json.dumps(old))
+    facts = tmp_path / "run" / "dataset.json"     # ... and without the process count: one process
+    facts.write_text(json.dumps({"dataset": json.loads(facts.read_text())["dataset"]}))
     with pytest.raises(ValueError, match="objective: 'global' in the run, 'object' now"):
         pretrain(dataset=blocks, resume=True, **{**params, "objective": "object"})
     assert pretrain(dataset=blocks, resume=True, **params).history[-1]["step"] == 2
@@ -430,7 +434,39 @@ def test_a_folder_that_holds_other_files_is_not_used_as_a_run_folder(blocks, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-# --------------------------------------------------------------------------- 6. parameters
+# --------------------------------------------------------------------------- 6. one writer per run folder
+HOLD = """
+import json, sys, time
+from byol_lite.pretrain import PretrainConfig
+from byol_lite.training.runs import RunDir
+RunDir(PretrainConfig(**json.loads(sys.argv[1])), dataset=sys.argv[2])
+print("holding", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_second_process_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(
+        blocks, tmp_path, capsys):
+    params = dict(TINY, max_steps=2, out_dir=str(tmp_path / "run"))
+    resolved = dataclasses.asdict(PretrainConfig(**params, stem="small"))     # what pretrain() records
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, json.dumps(resolved), dataset_fingerprint(blocks)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        with pytest.raises(RunInUse, match=f"in use: process {holder.pid} is writing this run"):
+            pretrain(dataset=blocks, resume=True, **params)
+        assert main(["finetune", "--out-dir", params["out_dir"], "--resume", "--steps", "1"]) == 2
+        assert f"error: {params['out_dir']} is in use: process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / "run" / ".lock").read_text().strip() == str(holder.pid)    # SIGKILL: the pid stays behind
+    result = pretrain(dataset=blocks, resume=True, **params)
+    assert f"took over the lock of process {holder.pid}, which has stopped" in capsys.readouterr().out
+    assert result.history[-1]["step"] == 2 and not (tmp_path / "run" / ".lock").exists()   # released at the end
+
+
+# --------------------------------------------------------------------------- 7. parameters
 def test_cli_rejects_unknown_and_illtyped_options_listing_the_valid_ones(tmp_path, capsys):
     for command, args, expected in [
         ("pretrain", ["--max-step", "3"], ["unrecognized arguments: --max-step 3", "did you mean --max-steps?",

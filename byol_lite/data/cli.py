@@ -41,7 +41,8 @@ def _prepare_voc(args) -> int:
 
 
 def add_cli(subparsers) -> None:
-    from byol_lite.data.synthetic import DEFAULT_SIZES
+    from byol_lite.config import NON_NEGATIVE, bounded
+    from byol_lite.data.synthetic import DEFAULT_SIZES, SIZE_RANGES
 
     data = subparsers.add_parser("data", help="datasets: check, generate the embedded set, prepare real VOC",
                                  description="Datasets: check a VOC-layout dataset, generate the embedded "
@@ -59,10 +60,10 @@ def add_cli(subparsers) -> None:
 
     p = sub.add_parser("synthetic", help="generate the embedded default dataset (VOC layout)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (it will contain VOCdevkit/)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument("--seed", type=bounded("seed", int, NON_NEGATIVE), default=0, help="generator seed (default: 0)")
     for name, default in DEFAULT_SIZES.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None, metavar="N",
-                       help=f"default: {default}")
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=bounded(name, int, SIZE_RANGES[name]),
+                       default=None, metavar="N", help=f"default: {default}")
     p.add_argument("--force", action="store_true", help="regenerate even if the manifest matches")
     p.set_defaults(func=_synthetic)
 

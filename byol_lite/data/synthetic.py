@@ -24,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from byol_lite.config import Range
+
 # Bump when the rendering changes: the folder name and the manifest carry it, so stale files are
 # never served after an upgrade.
 GENERATOR_VERSION = 1
 SHAPE_CLASSES: tuple[str, ...] = ("background", "ellipse", "rectangle", "triangle", "star", "cross")
 DEFAULT_SIZES = {"image_size": 80, "train": 400, "val": 300, "unlabeled": 4000}
+SIZE_RANGES = {"image_size": Range(16, 512), "train": Range(1), "val": Range(1), "unlabeled": Range(0)}
 LABELED_SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 1, "val": 2, "unlabeled": 3}
 # skimage.data photographs that ship inside the wheel (no download: checked offline); grey ones
@@ -229,10 +232,9 @@ def _check_sizes(sizes: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown synthetic size(s) {', '.join(unknown)}; valid: {', '.join(DEFAULT_SIZES)}")
     out = {**DEFAULT_SIZES, **{k: int(v) for k, v in sizes.items()}}
-    if not 16 <= out["image_size"] <= 512:
-        raise ValueError(f"image_size must be 16..512, got {out['image_size']}")
-    if min(out["train"], out["val"]) < 1 or out["unlabeled"] < 0:
-        raise ValueError(f"need train >= 1, val >= 1, unlabeled >= 0 images, got {out}")
+    for name, valid in SIZE_RANGES.items():
+        if out[name] not in valid:
+            raise ValueError(f"parameter {name!r} is {out[name]}; valid range: {valid}")
     return out
 
 
