@@ -1,4 +1,4 @@
-"""Crash-safe checkpoint files.
+"""Files that survive crashes and races: atomic writes, safe loading, folder locks.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then
 renamed over the old one: a crash mid-write leaves the previous good checkpoint intact.
@@ -65,6 +65,23 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def lock_folder(folder: str | os.PathLike, blocking: bool = True) -> int | None:
+    """An exclusive ``flock`` on ``folder`` itself, which the kernel releases when the process ends, however it
+    ends: the descriptor to close to release it, or None without ``fcntl`` (Windows: no lock). Not
+    ``blocking``: BlockingIOError while another process holds it."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:

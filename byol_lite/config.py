@@ -98,22 +98,16 @@ def _coerce(name: str, value: Any, tp) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ParameterError(f"parameter {name!r} expects true/false, got {value!r}")
-    if base is int:
+    if base in (int, float):
+        kind = "an integer" if base is int else "a number"
         if isinstance(value, bool):
-            raise ParameterError(f"parameter {name!r} expects an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
+            raise ParameterError(f"parameter {name!r} expects {kind}, got {value!r}")
+        if base is int and isinstance(value, float) and value.is_integer():
             return int(value)
         try:
-            return int(value)
+            return base(value)
         except (TypeError, ValueError):
-            raise ParameterError(f"parameter {name!r} expects an integer, got {value!r}") from None
-    if base is float:
-        if isinstance(value, bool):
-            raise ParameterError(f"parameter {name!r} expects a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ParameterError(f"parameter {name!r} expects a number, got {value!r}") from None
+            raise ParameterError(f"parameter {name!r} expects {kind}, got {value!r}") from None
     if base is str:
         if isinstance(value, os.PathLike):
             return os.fspath(value)
@@ -254,27 +248,11 @@ class NotebookParameters:
     """Checks a notebook's parameters, including those papermill injects, against a config class.
 
     Papermill's ``-p name value`` becomes an assignment in a cell it inserts after the cell tagged
-    ``parameters``; a misspelt name is a new variable that nothing reads, so the run would silently
-    use the default. Chapters therefore follow this pattern::
-
-        # a code cell BEFORE the parameters cell (e.g. the imports cell)
-        from byol_lite.config import NotebookParameters
-        from byol_lite.pretrain import PretrainConfig
-        params = NotebookParameters(PretrainConfig, globals())
-
-        # the cell tagged "parameters": config fields (and any names listed in extra=) only
-        max_steps = 200
-        base_lr = 0.45
-
-        # the cell right after it
-        config = params.config()
-
-    :meth:`config` looks at every variable created or re-bound since the first cell, i.e. those of
-    the parameters cell plus papermill's injected ones. A name that is neither a field of the
-    config class (nor in ``extra``) is refused with the list of valid names; values are coerced to
-    the field's type (papermill passes ``-r`` values as strings) or refused, and the coerced values
-    are written back to the notebook's variables. Fields not set in the notebook keep the class
-    defaults; ``allowed`` restricts which fields a chapter accepts.
+    ``parameters``; a misspelt name would be a new variable nothing reads, a silent run with defaults.
+    So a chapter makes ``params = NotebookParameters(PretrainConfig, globals())`` in a cell before the
+    parameters cell and calls ``config = params.config()`` in the one after it: every variable created
+    or re-bound in between must be a field (or in ``extra``), is coerced and checked like any config
+    value and written back. ``allowed`` restricts which fields a chapter accepts.
     """
 
     def __init__(self, cls, namespace: MutableMapping[str, Any], allowed: Iterable[str] | None = None,

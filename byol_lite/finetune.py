@@ -3,12 +3,9 @@
 The recipe is the usual one for VOC (torchvision's reference, the BYOL paper's appendix): cross-entropy
 that ignores label 255, SGD with momentum 0.9 and weight decay 1e-4, a poly learning rate stepped every
 iteration, optionally an auxiliary FCN head on layer3. Only the backbone's starting point (``init``)
-changes between the arms of the BYOL-vs-random comparison.
-
-The step is written out below; everything around it is :class:`~byol_lite.training.loop.Trainer`'s.
-The labeled images a run may use come from :func:`~byol_lite.data.labeled.labeled_split`; the batch of
-step s is drawn from the permutation of its epoch, and every crop's augmentation, like dropout, from
-seeds of (seed, step). A resumed run therefore takes exactly the path of an uninterrupted one.
+changes between the arms of the BYOL-vs-random comparison. The step is written out below; the rest is
+:class:`~byol_lite.training.loop.Trainer`'s, and every random draw of a step (crops, dropout) comes from
+seeds of (seed, step), so a resumed run takes exactly the path of an uninterrupted one.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """The BYOL pretraining loop, shared by the CLI (``python -m byol_lite pretrain``) and the notebooks.
 
 The step is written out below: two views of a batch, the online and target networks, the symmetric
-loss, the guarded update and the EMA of the target. Everything around it -- run folder, resume,
-checkpoints, processes -- is :class:`~byol_lite.training.loop.Trainer`'s. The batch order of every
-epoch and the views of every step are drawn from seeds of (seed, epoch) and (seed, step), so a run
-resumed from a checkpoint takes exactly the path an uninterrupted one would have.
+loss, the guarded update and the EMA of the target; the rest (run folder, resume, checkpoints,
+processes) is :class:`~byol_lite.training.loop.Trainer`'s. Batch order and views come from seeds of
+(seed, epoch) and (seed, step), so a resumed run takes exactly the path of an uninterrupted one.
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from byol_lite.checkpoint import lock_folder
 from byol_lite.config import Range
 
 # Bump when the rendering changes: the folder name and the manifest carry it, so stale files are
@@ -298,21 +299,14 @@ def _write(tmp: Path, seed: int, sizes: dict, workers: int | None) -> dict:
 
 @contextlib.contextmanager
 def _lock(folder: Path):
-    """An exclusive lock on ``folder`` itself, so two processes never generate into it at once.
-
-    Locking the directory (not a lock file) leaves nothing behind in the git-ignored ``data/``.
-    """
+    """Two processes never generate into ``folder`` at once; locking the folder itself (not a lock file)
+    leaves nothing behind in the git-ignored ``data/``."""
+    fd = lock_folder(folder)
     try:
-        import fcntl
-    except ImportError:                             # no fcntl (Windows): rely on the atomic rename alone
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)                                # closing releases the lock
+        if fd is not None:
+            os.close(fd)
 
 
 def is_current(folder, seed: int = 0, **sizes) -> bool:

@@ -1,25 +1,15 @@
-"""The same training loops on several GPUs (or CPU processes), started by PyTorch's own launcher::
-
-    torchrun --nproc_per_node=4 -m byol_lite pretrain --params book/params/gpu.yaml
-
-torchrun starts one process per GPU and tells each its place through environment variables
-(``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); :func:`setup` reads them.
-Without torchrun, or with one process, :func:`setup` returns a context whose helpers do nothing: the run
-is exactly the single-process run.
+"""The same training loops on several GPUs (or CPU processes), started by PyTorch's own launcher
+(``torchrun --nproc_per_node=4 -m byol_lite pretrain ...``), which tells each process its place through
+environment variables; :func:`setup` reads them. With one process every helper here does nothing.
 
 The conventions the loops follow under several processes:
 
-- ``batch_size`` stays the *global* batch, so the learning-rate rule and the schedules are those of one
-  process with that batch. Every process builds the same per-epoch permutation and takes its own slice
-  of every batch (:meth:`Context.rows`): disjoint shards, reshuffled every epoch, as ``DistributedSampler``.
-- Random draws that belong to an image (augmentation parameters) come from per-image seeds or are drawn
-  for the whole global batch and sliced, so no two processes share augmentations and the views do not
-  depend on the number of processes. Dropout is seeded per process.
-- DistributedDataParallel averages the gradients; BatchNorm statistics are those of the global batch
-  (SyncBatchNorm, on by default), which with BYOL's per-view forward passes means per view, as in one
-  process. After identical averaged gradients every process applies the same optimiser step and the same
-  EMA, so online and target weights stay equal on every process: :meth:`Context.check_replicas` verifies it
-  at every checkpoint.
+- ``batch_size`` stays the *global* batch (so the LR rule and the schedules are one process's); every
+  process draws the same per-epoch permutation and takes its own rows of every batch (:meth:`Context.rows`).
+- Augmentation parameters are drawn for the whole global batch (or per image) and sliced, so the views do
+  not depend on the number of processes; dropout is seeded per process.
+- DDP averages the gradients; BatchNorm statistics are the global batch's (SyncBatchNorm, on by default).
+  Every process then takes the same optimiser step and EMA: :meth:`Context.check_replicas` verifies it.
 - Only rank 0 writes: run folder, metrics, checkpoints, progress bar (:meth:`Context.on_main`).
 """
 from __future__ import annotations
@@ -31,6 +21,7 @@ from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.nn.functional import all_reduce
 
 from byol_lite.device import pick_device
 
@@ -191,23 +182,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over processes whose gradient is again the sum over processes (each process's input
-    contributes to every process's output)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch for CPU tensors: mean and variance from all-reduced sums.
 
@@ -225,7 +199,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0] + list(range(2, input.dim()))
         x = input.double()   # var = E[x²] - E[x]² cancels digits; float64 keeps them (a CPU-only path)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
-        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        sums = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))   # its gradient: the sum, too
         c = self.num_features
         n = sums[-1]
         mean = sums[:c] / n

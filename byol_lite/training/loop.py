@@ -57,13 +57,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 class BatchPlan:
     """The keys of the batches of steps ``start..total-1``: consecutive items of an endless stream of
-    per-epoch permutations of ``indices`` (epoch e drawn from :func:`epoch_seed`).
-
-    ``drop_last``: an epoch is cut to whole batches (pretraining's epoch is ``len // batch_size`` steps);
-    otherwise a batch may straddle two epochs. ``rows``: this process's part of every batch under torchrun
-    (every process draws the same permutation, so the parts are disjoint shards). ``item_seeds``: keys are
-    ``(index, seed)``, each item with a seed of its own (fine-tuning's per-crop augmentation).
-    """
+    per-epoch permutations of ``indices`` (from :func:`epoch_seed`). ``drop_last``: epochs of whole batches
+    (pretraining's); ``rows``: this process's disjoint share of every batch; ``item_seeds``: keys are
+    ``(index, seed)``, an augmentation seed per item (fine-tuning's crops)."""
 
     def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start: int, total: int,
                  rows: slice = slice(None), drop_last: bool = False, item_seeds: bool = False):
@@ -112,11 +108,10 @@ class Trainer:
     def open(self, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, total: int, dataset: str,
              desc: str, advice: str, stop: int = 0, extra: dict | None = None,
              on_save: Callable[[Path], None] | None = None):
-        """Opens ``config.out_dir`` (rank 0 writes it), resumes from its checkpoint with ``config.resume`` and
-        puts the model on the device, in training mode. ``total``: the run's steps; ``stop``: pause after this
-        many (0: none); ``dataset``: the data's fingerprint; ``advice``: what to change after a NaN; ``extra``:
-        more keys for every checkpoint; ``on_save(folder)``: writes more files beside it. Leaving the block
-        closes the progress bar and lets another process open the folder."""
+        """Opens ``config.out_dir`` (rank 0 writes it), resumes with ``config.resume`` and puts the model on the
+        device in training mode; leaving the block lets another process open the folder. ``stop``: pause after
+        this many steps (0: no pause); ``advice``: what to change after a NaN; ``extra``: more checkpoint keys;
+        ``on_save(folder)``: more files beside each checkpoint."""
         ctx = self.ctx
         self.config, self.model, self.optimizer, self.total = config, model, optimizer, total
         self.stop, self.extra, self.on_save = min(total, stop or total), extra or {}, on_save
@@ -186,10 +181,9 @@ class Trainer:
             yield
 
     def update(self, loss: torch.Tensor, global_loss: torch.Tensor, lr: float, terms: Callable[[], dict]) -> bool:
-        """zero_grad -> backward -> optimiser step, unless the guard finds the loss (the mean over processes,
-        ``global_loss``, so that every process decides alike) or a gradient not finite: then the run stops,
-        or with ``skip_nonfinite`` the step is skipped and this returns False. ``terms``: the loss's parts
-        by name, for the message."""
+        """zero_grad -> backward -> optimiser step, unless the guard finds ``global_loss`` (the mean over processes,
+        so that all decide alike) or a gradient not finite: it stops the run, or skips the step (returns False).
+        ``terms()``: the loss's parts by name, for the message."""
         if not self.guard.loss_ok(self.step, lr, global_loss, terms):
             return False
         self.optimizer.zero_grad(set_to_none=True)
@@ -222,9 +216,9 @@ class Trainer:
 
 
 def resume_or_restart(train: Callable[..., RunResult], config: RunConfig, *args, **kwargs) -> RunResult:
-    """What a chapter wants of its run folder: the run there continued (a finished one is read back) when its
-    settings and data are this config's, else started again with the old folder kept aside (overwrite).
-    ``train``: ``pretrain`` or ``finetune``; ``args``/``kwargs``: its other arguments (the data)."""
+    """What a chapter wants of its run folder: the run there continued (a finished one read back) when its
+    settings and data are this config's, else started again with the old folder kept aside. ``train``:
+    ``pretrain`` or ``finetune``, called with ``args``/``kwargs`` (the data)."""
     try:
         return train(config, *args, resume=True, **kwargs)
     except ResumeRefused as err:

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from byol_lite.checkpoint import atomic_save, atomic_write_json, atomic_write_text, remove_stale_temp_files, safe_load
+from byol_lite.checkpoint import (atomic_save, atomic_write_json, atomic_write_text, lock_folder,
+                                  remove_stale_temp_files, safe_load)
 
 LOCK_FILE = ".lock"     # the pid of the process writing the folder; the lock itself is on the folder
 
@@ -33,26 +34,19 @@ class RunInUse(FileExistsError):
 
 
 class FolderLock:
-    """An exclusive lock on a run folder while one process writes it: ``flock`` on the folder itself, which
-    the kernel releases when the holder exits, however it exits -- a killed holder leaves no lock behind,
-    only its pid in ``.lock``, which the next holder replaces. Without ``fcntl`` (Windows) nothing is locked."""
+    """One writer per run folder: a :func:`~byol_lite.checkpoint.lock_folder` lock, which a killed holder
+    cannot leave behind, and the holder's pid in ``.lock`` for the message (the next holder replaces it)."""
 
     def __init__(self, folder: Path):
-        self.path, self.fd, self.stale = folder / LOCK_FILE, None, None
-        try:
-            import fcntl
-        except ImportError:
-            return
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
+        self.path, self.stale = folder / LOCK_FILE, None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.fd = lock_folder(folder, blocking=False)
         except BlockingIOError:
-            os.close(fd)
             holder = f"process {self._pid()}" if self._pid() else "another process"
             raise RunInUse(f"{folder} is in use: {holder} is writing this run (two writers would corrupt it). "
                            "Wait for it to finish or stop it, or choose another output folder.") from None
-        self.fd, self.stale = fd, self._pid()
+        self.stale = self._pid()
 
     def _pid(self) -> str | None:
         try:
@@ -87,15 +81,10 @@ def _finite_or_none(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RunDir:
-    """Opens ``config.out_dir`` for a run with ``config`` (a :class:`~byol_lite.config.RunConfig`); see the
-    module docstring for the rules.
-
-    On resume, every setting but the config class's ``RESUMABLE_CHANGES`` (e.g. logging intervals) must be
-    the run's, and so must ``dataset`` (see :func:`~byol_lite.data.fingerprint.dataset_fingerprint`) and
-    ``processes``: otherwise :class:`ResumeRefused`, unless ``force_resume``. A setting the package gained
-    after the run was made is absent from its config.json and counts as its default, as does a folder's
-    missing process count (one process).
-    """
+    """Opens ``config.out_dir`` for a run with ``config``. On resume every setting but the config's
+    ``RESUMABLE_CHANGES``, the ``dataset`` fingerprint and the number of ``processes`` must be the run's, or
+    :class:`ResumeRefused` (unless ``force_resume``); what a run predates (a newer setting, the process
+    count) counts as its default."""
 
     def __init__(self, config, dataset: str | None = None, processes: int = 1):
         self.path = Path(config.out_dir)
