@@ -66,7 +66,7 @@ def test_chapter_6_switches_to_a_voc_folder_with_data_root_alone(tmp_path):
     """The chapter's promise: `-p data_root /path/to/folder-with-VOCdevkit` is all it takes (data is auto)."""
     write_voc(tmp_path / "voc", {"train": shapes(20, size=48), "val": shapes(4, size=48, seed=1)})
     out = tmp_path / "06_finetuning-voc.ipynb"
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(VENV_BIN / "papermill"), str(ROOT / "book" / "06_finetuning.ipynb"), str(out),
                            "--cwd", str(ROOT / "book"), "-p", "data_root", str(tmp_path / "voc"),
                            "-p", "steps", "8", "-p", "log_every", "1", "-p", "batch_size", "4", "-p", "crop_size", "48",

@@ -1,5 +1,6 @@
 """``python -m byol_lite pretrain`` as a user runs it: help, a tiny run, a YAML profile, bad options."""
 import json
+import os
 import subprocess
 import sys
 
@@ -13,8 +14,8 @@ TINY_ARGS = ["--image-size", "32", "--width", "8", "--proj-hidden", "64", "--pre
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "byol_lite", "pretrain", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "byol_lite", "pretrain", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def image_folder(path, n=40):

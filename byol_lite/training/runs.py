@@ -89,7 +89,6 @@ class RunDir:
     def __init__(self, config, dataset: str | None = None, processes: int = 1):
         self.path = Path(config.out_dir)
         self.config = dataclasses.asdict(config)
-        self.resumed_from: dict | None = None
         self.last_saved_step: int | None = None
         if config.resume and config.overwrite:
             raise ValueError("resume and overwrite exclude each other: continue the run in "
@@ -160,7 +159,6 @@ class RunDir:
         if removed:
             print(f"resume: removed {len(removed)} partial file(s) left by an interrupted write: "
                   + ", ".join(p.name for p in removed))
-        self.resumed_from = old
 
     @property
     def checkpoint_path(self) -> Path:
