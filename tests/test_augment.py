@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from byol_lite.method.augment import (BYOLAugment, VIEW1, VIEW2, apply_geometry, blur_kernel_size, paper_views,
-                               sample_params)
+from byol_lite.method.augment import (BLUR_REFERENCE_SIZE, BYOLAugment, VIEW1, VIEW2, apply_geometry, blur_kernel_size,
+                                      paper_views, sample_params)
 
 
 def images(n=16, size=48, seed=0):
@@ -83,7 +83,7 @@ def test_solarize_and_blur_flags_act_on_pixels():
     assert changed.sum() >= p2b.solarized.sum() - 1 > 0        # (a view with no pixel ≥ 0.5 cannot change)
     # Blur lowers the high-frequency energy of an image.
     p2.blurred[:] = True
-    p2.sigma[:] = 2.0
+    p2.sigma[:] = 2.0 * BLUR_REFERENCE_SIZE / 32      # 2 px in this 32-px view
     blurred = aug.apply(x, p2, VIEW2)
     p2.blurred[:] = False
     sharp = aug.apply(x, p2, VIEW2)
@@ -95,6 +95,27 @@ def test_blur_kernel_scales_with_image_size():
     assert blur_kernel_size(224) == 23
     assert blur_kernel_size(64) == 7
     assert blur_kernel_size(96) % 2 == 1 and 9 <= blur_kernel_size(96) <= 11
+
+
+def blurred_impulse_width(size: int, sigma: float) -> float:
+    """The measured σ (px) of a centred impulse after the view's blur, with every other step switched off."""
+    aug = BYOLAugment(size)
+    x = torch.zeros(1, 3, size, size)
+    x[..., size // 2, size // 2] = 1.0
+    p = sample_params(1, size, size, VIEW1, torch.Generator().manual_seed(0))
+    p.boxes[:] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    p.flipped[:], p.jittered[:], p.grayscale[:], p.solarized[:] = False, False, False, False
+    p.blurred[:], p.sigma[:] = True, sigma
+    y = aug.denormalize(aug.apply(x, p, VIEW1))[0, 0].sum(0)          # the column profile
+    t = torch.arange(size, dtype=torch.float32) - size // 2
+    return float(((y * t**2).sum() / y.sum()).sqrt())
+
+
+def test_blur_sigma_is_in_pixels_of_a_224_px_view_and_scales_with_the_view():
+    # σ = 2 (the paper's maximum) is 2 px at 224 px, 1 px at 112 px: the same blur relative to the image.
+    assert blurred_impulse_width(224, 2.0) == pytest.approx(2.0, rel=0.05)
+    assert blurred_impulse_width(112, 2.0) == pytest.approx(1.0, rel=0.05)
+    assert blurred_impulse_width(112, 1.0) == pytest.approx(0.5, rel=0.1)
 
 
 def test_mask_follows_the_view():

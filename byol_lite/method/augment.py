@@ -33,10 +33,14 @@ class ViewConfig:
     hue: float = 0.1
     grayscale_p: float = 0.2
     blur_p: float = 1.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)   # pixels of a BLUR_REFERENCE_SIZE view; scaled to the view's size
     solarize_p: float = 0.0
     solarize_threshold: float = 0.5
 
+
+# The paper's σ range is for 224-px views. Applied unscaled to a 32-px view, σ = 2 px is 14 px at 224 and
+# wipes out fine structure (textures of period 5-12 px at 80 px vanished from the views), so σ scales with the view.
+BLUR_REFERENCE_SIZE = 224
 
 VIEW1 = ViewConfig(blur_p=1.0, solarize_p=0.0)   # T
 VIEW2 = ViewConfig(blur_p=0.1, solarize_p=0.2)   # T'
@@ -261,7 +265,8 @@ class BYOLAugment:
             x[idx] = _gray(x[idx]).expand(-1, 3, -1, -1)
         idx = torch.nonzero(params.blurred.to(dev)).flatten()
         if idx.numel():
-            x[idx] = _gaussian_blur(x[idx], params.sigma.to(dev)[idx], self.kernel)
+            sigma = params.sigma.to(dev)[idx] * (self.size / BLUR_REFERENCE_SIZE)
+            x[idx] = _gaussian_blur(x[idx], sigma, self.kernel)
         idx = torch.nonzero(params.solarized.to(dev)).flatten()
         if idx.numel():
             sub = x[idx]
