@@ -19,11 +19,8 @@ from typing import Any, ClassVar, Iterable, Mapping, MutableMapping, NamedTuple,
 
 
 class ParameterError(ValueError, TypeError):
-    """A parameter of the wrong type or outside its choices or range.
-
-    A ``ValueError`` so the CLI reports it like any other bad input (exit code 2, no traceback),
-    and a ``TypeError`` because that is what it is for callers that catch that.
-    """
+    """A parameter of the wrong type or outside its choices or range; a ``ValueError``, so the CLI reports it
+    like any other bad input (exit code 2, no traceback)."""
 
 
 class Range(NamedTuple):
@@ -76,9 +73,8 @@ def _check(name: str, metadata: Mapping, value) -> None:
 def _base_type(tp):
     """``Optional[X]`` -> (X, True); ``X`` -> (X, False)."""
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, getattr(types, "UnionType", ())) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
     return tp, False
 
 
@@ -141,11 +137,8 @@ def non_defaults(config) -> dict[str, Any]:
 
 
 def from_params(cls, params: Mapping[str, Any] | None = None, **overrides):
-    """Build ``cls`` from a mapping, rejecting unknown names (the construction checks the values).
-
-    The error lists every valid name, so a typo in a papermill ``-p`` or a YAML profile is
-    caught at once.
-    """
+    """Build ``cls`` from a mapping; an unknown name (a typo in a papermill ``-p`` or a YAML profile) is an
+    error that lists the valid ones. The construction checks the values."""
     merged = {**(params or {}), **overrides}
     names = [f.name for f in _fields(cls)]
     unknown = sorted(set(merged) - set(names))
@@ -169,13 +162,8 @@ def _cli_type(name: str, tp, metadata: Mapping):
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--option`` per dataclass field, with its default and help text in ``--help``.
-
-    Options left out stay out of the parsed namespace, so :func:`from_args` can layer
-    defaults < a YAML profile < what was typed. Unknown options are rejected with the list of
-    valid ones, and abbreviations are not accepted: a saved command must keep its meaning when
-    an option is added later (``--max-step`` would silently become ambiguous or change target).
-    """
+    """One ``--option`` per dataclass field, with its default and help text in ``--help``. Options left out
+    stay out of the namespace, so :func:`from_args` can layer defaults < a YAML profile < what was typed."""
     _strict(parser)
     types = _field_types(cls)
     for f in _fields(cls):
@@ -195,11 +183,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def _strict(parser: argparse.ArgumentParser) -> None:
-    """Makes ``parser`` (a sub-command's) reject unknown options itself, listing the valid ones.
-
-    Left alone, argparse hands a sub-command's unknown options up to the main parser, whose
-    error shows only the main usage line.
-    """
+    """Makes ``parser`` (a sub-command's) reject unknown options itself, listing the valid ones (argparse would
+    hand them up to the main parser, whose error shows only the main usage line). No abbreviations: a saved
+    command must keep its meaning when an option is added later."""
     parser.allow_abbrev = False
     parse_known = parser.parse_known_args
 
@@ -245,14 +231,12 @@ def load_yaml_params(path) -> dict:
 
 
 class NotebookParameters:
-    """Checks a notebook's parameters, including those papermill injects, against a config class.
+    """Checks a notebook's parameters, including those papermill injects, against a config class: a misspelt
+    ``-p`` name would otherwise be a new variable nothing reads, a silent run with defaults.
 
-    Papermill's ``-p name value`` becomes an assignment in a cell it inserts after the cell tagged
-    ``parameters``; a misspelt name would be a new variable nothing reads, a silent run with defaults.
-    So a chapter makes ``params = NotebookParameters(PretrainConfig, globals())`` in a cell before the
-    parameters cell and calls ``config = params.config()`` in the one after it: every variable created
-    or re-bound in between must be a field (or in ``extra``), is coerced and checked like any config
-    value and written back. ``allowed`` restricts which fields a chapter accepts.
+    ``params = NotebookParameters(PretrainConfig, globals())`` goes before the ``parameters`` cell and
+    ``config = params.config()`` after it: every variable created or re-bound in between must be a field
+    (or in ``extra``), and is coerced, checked and written back. ``allowed`` restricts the fields accepted.
     """
 
     def __init__(self, cls, namespace: MutableMapping[str, Any], allowed: Iterable[str] | None = None,
@@ -292,12 +276,9 @@ class NotebookParameters:
 
 @dataclass
 class RunConfig:
-    """The run control every training entry point shares: where and how it computes, how it logs,
-    checkpoints and resumes. An entry point's config adds its own fields to these.
-
-    Every field is coerced to its type and checked against its choices or range when a config is made,
-    so a Python call, the CLI, a YAML profile and papermill get the same message for the same bad value.
-    """
+    """The run control every training entry point shares (an entry point's config adds its own fields).
+    Every field is coerced and checked when a config is made, so a Python call, the CLI, a YAML profile
+    and papermill get the same message for the same bad value."""
 
     # Settings that may change when a run is resumed: they do not alter the trajectory.
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("device", "num_workers", "log_every", "progress",

@@ -17,7 +17,7 @@ import torch
 from byol_lite.config import (AT_LEAST_1, IMAGE_SIDE, NON_NEGATIVE, POSITIVE, UNIT, Range, RunConfig, add_command, option,
                               probability)
 from byol_lite.data.fingerprint import dataset_fingerprint
-from byol_lite.data.unlabeled import in_memory
+from byol_lite.data.unlabeled import in_memory, unlabeled_dataset
 from byol_lite.data.voc import resolve_source
 from byol_lite.method.augment import BYOLAugment, paper_views
 from byol_lite.method.backbones import PRETRAIN_RUN, build_backbone, save_backbone
@@ -109,15 +109,6 @@ def load_size(image_size: int) -> int:
     return round(image_size * 1.25)
 
 
-def _images_source(config: PretrainConfig, dataset):
-    if dataset is not None:
-        return dataset
-    from byol_lite.data import unlabeled_dataset
-
-    return unlabeled_dataset(config.data, config.data_root, image_size=load_size(config.image_size),
-                             split=config.data_split)
-
-
 def _batches(images, plan: BatchPlan, num_workers: int, pin: bool):
     """The uint8 batches of ``plan``: indexed from the in-memory tensor, or read by DataLoader workers."""
     cached = in_memory(images)
@@ -155,7 +146,8 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
     trainer = Trainer(config)
     model = trainer.prepare(build_model(config))
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
-    images = _images_source(config, dataset)
+    images = dataset if dataset is not None else unlabeled_dataset(
+        config.data, config.data_root, image_size=load_size(config.image_size), split=config.data_split)
     plan = config.schedule(len(images))
     optimizer = build_optimizer(config.optimizer, model.trainable_parameters(), plan.peak_lr, config.weight_decay)
     augment, ctx, total = build_augment(config), trainer.ctx, plan.total_steps

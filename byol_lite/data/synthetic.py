@@ -194,10 +194,6 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]
 
 
 # --------------------------------------------------------------------------- writing
-def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, _SPLIT_CODE[split], index])
-
-
 def image_id(split: str, index: int) -> str:
     return f"{split}_{index:05d}"
 
@@ -212,7 +208,7 @@ def _render_chunk(args) -> np.ndarray:
     base = Path(base)
     counts = np.zeros(256, np.int64)
     for i in range(start, stop):
-        img, label = render(_image_rng(seed, split, i), size)
+        img, label = render(np.random.default_rng([seed, _SPLIT_CODE[split], i]), size)
         name = image_id(split, i)
         Image.fromarray(img).save(base / "JPEGImages" / f"{name}.jpg", quality=_JPEG_QUALITY)
         if split in LABELED_SPLITS:
@@ -352,31 +348,17 @@ def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool 
     return out
 
 
-def default_data_root() -> Path:
-    """``<repo>/data`` (git-ignored), or ``$BYOL_LITE_DATA`` when set."""
-    env = os.environ.get("BYOL_LITE_DATA")
-    if env:
-        return Path(env)
-    import byol_lite
+def ensure_synthetic(root: str | Path | None = None, seed: int = 0, **sizes) -> Path:
+    """The embedded dataset's folder (containing VOCdevkit/), generated on first use.
 
-    return Path(byol_lite.__file__).resolve().parents[1] / "data"
-
-
-def synthetic_folder_name(seed: int = 0, **sizes) -> str:
-    """``synthetic-v<version>-s<seed>``, plus the sizes when they are not the defaults."""
+    ``root``: where datasets live (default ``$BYOL_LITE_DATA``, else ``<repo>/data``, git-ignored); the
+    dataset goes to ``root/synthetic-v<version>-s<seed>`` (sizes appended to the name when not the
+    defaults, so a small test set never replaces the default one). Reused if its manifest matches.
+    """
+    if root is None:
+        root = os.environ.get("BYOL_LITE_DATA") or Path(__file__).resolve().parents[2] / "data"
     full = _check_sizes(sizes)
     name = f"synthetic-v{GENERATOR_VERSION}-s{int(seed)}"
     if full != DEFAULT_SIZES:
         name += "-px{image_size}-t{train}-v{val}-u{unlabeled}".format(**full)
-    return name
-
-
-def ensure_synthetic(root: str | Path | None = None, seed: int = 0, **sizes) -> Path:
-    """The embedded dataset's folder (containing VOCdevkit/), generated on first use.
-
-    ``root``: where datasets live (default ``<repo>/data``); the dataset goes to
-    ``root/synthetic-v<version>-s<seed>`` (sizes appended to the name when not the defaults, so a
-    small test set never replaces the default one). Reused if its manifest matches.
-    """
-    root = Path(root) if root is not None else default_data_root()
-    return build_synthetic(root / synthetic_folder_name(seed, **sizes), seed=seed, **sizes)
+    return build_synthetic(Path(root) / name, seed=seed, **sizes)

@@ -228,17 +228,6 @@ class BYOLAugment:
         self.interpolation = interpolation
         self.kernel = blur_kernel_size(size)
 
-    @staticmethod
-    def _generator(seed_or_gen) -> torch.Generator:
-        if isinstance(seed_or_gen, torch.Generator):
-            return seed_or_gen
-        gen = torch.Generator()
-        if seed_or_gen is None:
-            gen.seed()
-        else:
-            gen.manual_seed(int(seed_or_gen))
-        return gen
-
     def params(self, batch: int, height: int, width: int, cfg: ViewConfig, gen: torch.Generator) -> ViewParams:
         p = sample_params(batch, height, width, cfg, gen)
         return p if self.per_sample else p.first_for_all()
@@ -278,7 +267,13 @@ class BYOLAugment:
         """``batch_size``/``offset``: ``images`` are rows ``offset, offset + 1, ...`` of a batch of ``batch_size``
         split over processes. Parameters are drawn for the whole batch and sliced, so every image gets the
         parameters it would get in one process, whatever the number of processes."""
-        gen = self._generator(generator)
+        gen = generator   # a torch.Generator, a seed, or None (a fresh random seed)
+        if not isinstance(gen, torch.Generator):
+            gen = torch.Generator()
+            if generator is None:
+                gen.seed()
+            else:
+                gen.manual_seed(int(generator))
         b, _, h, w = images.shape
         rows = slice(offset, offset + b)
         p1 = self.params(batch_size or b, h, w, self.view1, gen).rows(rows)

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -84,11 +84,6 @@ class BatchPlan:
             yield keys
 
 
-def format_postfix(row: Mapping[str, Any], keys: Iterable[str]) -> dict[str, str]:
-    """Progress-bar text for the ``keys`` of a metrics row; a null (skipped) value shows as ``nan``."""
-    return {k: "nan" if row[k] is None else f"{row[k]:.3f}" for k in keys if k in row}
-
-
 class Trainer:
     """Everything of a run but its step. Made from the config before the model (it joins the process group,
     picks the device and seeds); :meth:`open` then takes the model, the optimiser and the run folder."""
@@ -119,9 +114,7 @@ class Trainer:
         self.bar = None
         try:
             self.finished = ctx.on_main(self.folder.summary)     # done.json when the run was finished already
-            model.to(self.device)
-            if self.channels_last:
-                model.to(memory_format=torch.channels_last)
+            model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
             self.step, self.history, state = ctx.on_main(
                 lambda: self.folder.restore(model, optimizer) if config.resume else (0, [], {}))
             if state and not ctx.is_main:
@@ -199,11 +192,11 @@ class Trainer:
 
     def log(self, row: dict, postfix: Sequence[str]) -> None:
         """Appends ``row`` and the count of skipped batches to metrics.jsonl (rank 0), and shows its ``postfix``
-        keys on the progress bar."""
+        keys on the progress bar (a null, skipped, value as ``nan``)."""
         if self.ctx.is_main:
             row = self.folder.log({**row, "skipped_nonfinite": self.guard.skipped})
             self.history.append(row)
-            self.bar.set_postfix(format_postfix(row, postfix))
+            self.bar.set_postfix({k: "nan" if row[k] is None else f"{row[k]:.3f}" for k in postfix if k in row})
         self._tick, self._logged = time.perf_counter(), row["step"]
 
     def finish(self, summary: Callable[[], dict]) -> None:

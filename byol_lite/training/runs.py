@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -69,17 +69,6 @@ class FolderLock:
             self.fd = None
 
 
-def _differences(old: dict, new: dict, ignore: Iterable[str]) -> list[str]:
-    ignore = set(ignore)
-    keys = sorted((set(old) | set(new)) - ignore)
-    return [f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
-
-
-def _finite_or_none(row: Mapping[str, Any]) -> dict[str, Any]:
-    """metrics.jsonl stays strict JSON: a NaN/inf value (a skipped step's loss) is written as null."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-
-
 class RunDir:
     """Opens ``config.out_dir`` for a run with ``config``. On resume every setting but the config's
     ``RESUMABLE_CHANGES``, the ``dataset`` fingerprint and the number of ``processes`` must be the run's, or
@@ -112,7 +101,9 @@ class RunDir:
     def _open(self, config, facts: dict) -> None:
         existing = (self.path / "config.json").is_file()
         if not existing and self.path.is_dir():
-            foreign = sorted(p.name for p in self.path.iterdir() if not _is_ours(p))
+            # ours: a partial file of an interrupted write, or the lock of a process that was killed
+            foreign = sorted(p.name for p in self.path.iterdir()
+                             if p.name != LOCK_FILE and not (p.name.startswith(".") and p.name.endswith(".tmp")))
             if foreign:
                 raise FileExistsError(
                     f"{self.path} is not empty ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}) "
@@ -139,13 +130,14 @@ class RunDir:
 
     def _check_resume(self, config, facts: dict) -> None:
         old = json.loads((self.path / "config.json").read_text())
-        old = {**{k: v for k, v in dataclasses.asdict(type(config)()).items() if k not in old}, **old}
+        old = {**dataclasses.asdict(type(config)()), **old}   # what the run predates counts as its default
         new = dict(self.config)
         stored = self.path / "dataset.json"
         if stored.is_file():
             old.update({"processes": 1, **json.loads(stored.read_text())})
             new.update(facts)
-        diffs = _differences(old, new, set(config.RESUMABLE_CHANGES) | {"resume", "overwrite", "force_resume"})
+        keys = sorted((set(old) | set(new)) - set(config.RESUMABLE_CHANGES) - {"resume", "overwrite", "force_resume"})
+        diffs = [f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
         if diffs and not config.force_resume:
             why = ("\nA resumed run must take the path of an uninterrupted one, and the number of processes "
                    "changes it (the rounding of every sum over the batch, each process's dropout): resume "
@@ -176,19 +168,16 @@ class RunDir:
         atomic_save(state, self.checkpoint_path)
         self.last_saved_step = state.get("step")
 
-    def load_checkpoint(self) -> dict | None:
-        return safe_load(self.checkpoint_path) if self.checkpoint_path.is_file() else None
-
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict], dict]:
         """Continues from ``last.pt``: loads model and optimizer, drops metrics rows logged after it.
 
         Returns ``(step, history, state)`` -- ``(0, [], {})`` when there is no checkpoint yet (a run
         killed before its first one), whose rows are all dropped so they are not logged twice.
         """
-        state = self.load_checkpoint()
-        if state is None:
+        if not self.checkpoint_path.is_file():
             self.truncate_metrics(0)
             return 0, [], {}
+        state = safe_load(self.checkpoint_path)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -199,8 +188,9 @@ class RunDir:
         return state["step"], self.truncate_metrics(state["step"]), state
 
     def log(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Appends ``row`` (non-finite values as null) and returns what was written."""
-        row = _finite_or_none(row)
+        """Appends ``row`` and returns what was written: non-finite values (a skipped step's loss) as null, so
+        metrics.jsonl stays strict JSON."""
+        row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(row, allow_nan=False) + "\n")
         return row
@@ -231,11 +221,6 @@ class RunDir:
     def summary(self) -> dict | None:
         """``done.json``: what a finished run reported, or None while it is not finished."""
         return json.loads((self.path / "done.json").read_text()) if self.done else None
-
-
-def _is_ours(p: Path) -> bool:
-    """A partial file of an interrupted write, or the lock of a process that was killed."""
-    return p.name == LOCK_FILE or (p.name.startswith(".") and p.name.endswith(".tmp"))
 
 
 def _free_name(path: Path) -> Path:
