@@ -96,41 +96,34 @@ def read_classes(root) -> tuple[str, ...]:
     return VOC_CLASSES
 
 
-def read_image(path) -> torch.Tensor:
-    """uint8 ``[3, H, W]``; a truncated or unreadable file raises :class:`DatasetError` naming it."""
+def _decode(path, what: str, expected: str, mode: str | None = None) -> tuple[str, np.ndarray]:
+    """The file's mode and pixels (converted to ``mode`` if given); a truncated or unreadable file raises
+    :class:`DatasetError` naming it."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB")
+            return img.mode, np.asarray(img.convert(mode) if mode else img)
     except FileNotFoundError:
         raise
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-        raise DatasetError(path, "unreadable image",
-                           f"{path}: unreadable or truncated image ({err}); expected a complete JPEG/PNG — "
-                           f"re-extract or re-download it, or remove its id from the split list") from None
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+        raise DatasetError(path, f"unreadable {what}",
+                           f"{path}: unreadable or truncated {what} ({err}); expected {expected}") from None
+
+
+def read_image(path) -> torch.Tensor:
+    """uint8 ``[3, H, W]``; a truncated or unreadable file raises :class:`DatasetError` naming it."""
+    _, rgb = _decode(path, "image", "a complete JPEG/PNG — re-extract or re-download it, or remove its id from "
+                                    "the split list", "RGB")
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
 def read_mask(path, num_classes: int = len(VOC_CLASSES)) -> torch.Tensor:
-    """int64 ``[H, W]`` class indices from a palette or 8-bit grey PNG; 255 = ignore.
-
-    Raises :class:`DatasetError` for a colour-coded RGB mask (with the conversion to offer), for
-    values outside ``0..num_classes-1`` and 255, and for an unreadable file.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            arr = np.asarray(img)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise DatasetError(path, "unreadable mask",
-                           f"{path}: unreadable or truncated mask ({err}); expected a PNG of class indices") from None
+    """int64 ``[H, W]`` class indices from a palette or 8-bit grey PNG; 255 = ignore. Raises
+    :class:`DatasetError` for a colour-coded RGB mask (with the conversion to offer), for values outside
+    ``0..num_classes-1`` and 255, and for an unreadable file."""
+    mode, arr = _decode(path, "mask", "a PNG of class indices")
     if mode not in INDEX_MODES:
         what = "colour-coded RGB" if mode in ("RGB", "RGBA") else f"{mode}-mode"
         raise DatasetError(
@@ -156,40 +149,16 @@ def check_sizes(image: torch.Tensor, mask: torch.Tensor, image_path, mask_path) 
                            f"a mask must have exactly its image's size")
 
 
-def _files_in(folder: Path) -> set[str]:
-    try:
-        return set(os.listdir(folder))
-    except FileNotFoundError:
-        return set()
-
-
 def missing_files(paths: Sequence[Path]) -> list[Path]:
     """The paths that do not exist (one directory listing per folder, not one stat per file)."""
-    listings: dict[Path, set[str]] = {}
-    out = []
-    for p in paths:
-        if p.parent not in listings:
-            listings[p.parent] = _files_in(p.parent)
-        if p.name not in listings[p.parent]:
-            out.append(p)
-    return out
-
-
-def _raise_missing(missing: list[Path], total: int, what: str, split_path: Path) -> None:
-    shown = "\n  ".join(map(str, missing[:5])) + ("\n  ..." if len(missing) > 5 else "")
-    raise FileNotFoundError(f"{len(missing)} of {total} {what}s listed in {split_path} are missing:\n  {shown}\n"
-                            f"Re-extract the dataset, or remove those ids from the list "
-                            f"(`python -m byol_lite data check ROOT` lists every problem).")
+    listed = {f: set(os.listdir(f)) if f.is_dir() else set() for f in {p.parent for p in paths}}
+    return [p for p in paths if p.name not in listed[p.parent]]
 
 
 class VOCSegmentation(torch.utils.data.Dataset):
-    """``(image uint8 [3, H, W], mask int64 [H, W])`` pairs of a VOC-layout split.
-
-    ``root`` is the folder containing ``VOCdevkit/``; ``split`` one of train, val, trainval,
-    train_aug (masks from ``SegmentationClassAug/``), or any other list in
-    ``ImageSets/Segmentation/``. ``transforms(image, mask)`` (e.g. :func:`train_transforms`) is
-    applied jointly. Missing files are reported at construction; bad contents when an item is read.
-    """
+    """``(image uint8 [3, H, W], mask int64 [H, W])`` pairs of a split of the VOC layout under ``root``
+    (train_aug: masks from ``SegmentationClassAug/``), ``transforms(image, mask)`` applied jointly.
+    Missing files are reported at construction; bad contents when an item is read."""
 
     def __init__(self, root, split: str = "train", transforms: Callable | None = None):
         self.root = Path(root)
@@ -206,7 +175,10 @@ class VOCSegmentation(torch.utils.data.Dataset):
         for paths, what in ((self.images, "image"), (self.masks, "mask")):
             missing = missing_files(paths)
             if missing:
-                _raise_missing(missing, len(paths), what, list_path)
+                shown = "\n  ".join(map(str, missing[:5])) + ("\n  ..." if len(missing) > 5 else "")
+                raise FileNotFoundError(f"{len(missing)} of {len(paths)} {what}s listed in {list_path} are missing:"
+                                        f"\n  {shown}\nRe-extract the dataset, or remove those ids from the list "
+                                        "(`python -m byol_lite data check ROOT` lists every problem).")
 
     def __len__(self) -> int:
         return len(self.ids)
