@@ -1,9 +1,8 @@
 """Segmentation models: a ``byol_lite`` backbone plus one of torchvision's segmentation heads.
 
-The backbone can start from random weights, from the online encoder of a BYOL pretraining run,
-or from any torchvision-format ResNet ``state_dict``; that choice (``init``) is the only thing
-the BYOL-vs-random comparison varies. Inputs are ImageNet-normalised float images (see
-:func:`byol_lite.data.transforms.normalize`); outputs are logits upsampled bilinearly to the input size.
+The backbone's start (``init``: random, a BYOL run's online encoder, a torchvision ResNet ``state_dict``)
+is the only thing the BYOL-vs-random comparison varies. Inputs are ImageNet-normalised float images;
+outputs are logits upsampled bilinearly to the input size.
 """
 from __future__ import annotations
 
@@ -24,22 +23,10 @@ from byol_lite.method.backbones import PRETRAIN_RUN, Backbone, backbone_from_run
 HEADS = ("fcn", "deeplabv3", "linear")
 
 
-def default_atrous_rates(output_stride: int) -> tuple[int, ...]:
-    """DeepLabV3's rates: (6, 12, 18) at output stride 16, doubled at 8, halved at 32.
-
-    They were chosen for ~513 px crops; on small images the larger rates reach only padding.
-    """
-    return tuple(r * 16 // output_stride for r in (6, 12, 18))
-
-
 class SegmentationModel(nn.Module):
-    """``backbone`` → head → logits at the input's size; ``forward`` returns ``{"out": ..., "aux": ...}``
-    like torchvision's segmentation models (``aux`` only while training, when ``aux=True``).
-
-    ``head``: ``"fcn"`` (torchvision's FCNHead, the default), ``"deeplabv3"`` (ASPP) or ``"linear"``
-    (one 1×1 convolution). ``freeze_backbone=True`` trains only the head and keeps the backbone's
-    BatchNorm in eval mode; with ``head="linear"`` that is the linear probe.
-    """
+    """``backbone`` → head (``fcn``, ``deeplabv3`` or ``linear``: one 1×1 convolution) → logits at the input's
+    size, as torchvision's ``{"out": ..., "aux": ...}`` (``aux`` only while training). ``freeze_backbone=True``
+    trains only the head, backbone BatchNorm in eval mode; with ``head="linear"`` that is the linear probe."""
 
     def __init__(self, backbone: Backbone, num_classes: int = 21, head: str = "fcn", aux: bool = False,
                  freeze_backbone: bool = False, atrous_rates: tuple[int, ...] | None = None):
@@ -53,7 +40,10 @@ class SegmentationModel(nn.Module):
         if head == "fcn":
             self.classifier = FCNHead(channels, num_classes)
         elif head == "deeplabv3":
-            self.atrous_rates = tuple(atrous_rates or default_atrous_rates(backbone.output_stride))
+            # DeepLabV3's (6, 12, 18) at output stride 16, doubled at 8, halved at 32 (chosen for ~513 px crops:
+            # on small images the larger rates reach only padding)
+            default = tuple(r * 16 // backbone.output_stride for r in (6, 12, 18))
+            self.atrous_rates = tuple(atrous_rates or default)
             self.classifier = DeepLabHead(channels, num_classes, self.atrous_rates)
         else:
             self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
@@ -92,12 +82,9 @@ class SegmentationModel(nn.Module):
 
 
 def with_output_stride(backbone: Backbone, output_stride: int | None) -> Backbone:
-    """The same weights with the last stages' strides turned into dilation, as torchvision does.
-
-    ``None`` keeps the backbone's own stride, except that an ImageNet-stem Bottleneck ResNet goes to 16
-    (the BYOL paper's VOC setting). Only Bottleneck blocks can be dilated (torchvision's rule), so a
-    BasicBlock ResNet (resnet18/34) reaches stride 8 through the small stem instead.
-    """
+    """The same weights with the last stages' strides turned into dilation, as torchvision does (Bottleneck
+    blocks only: resnet18/34 reach stride 8 through the small stem). ``None`` keeps the backbone's own stride,
+    except that an ImageNet-stem resnet50 goes to 16 (the BYOL paper's VOC setting)."""
     natural = backbone.output_stride
     bottleneck = isinstance(backbone.layer4[0], resnet.Bottleneck)
     if output_stride is None:
@@ -125,36 +112,29 @@ def init_path(init: str) -> Path:
     return Path(PRETRAIN_RUN if init == "byol" else init)
 
 
-def _initial_backbone(init: str, arch: str, stem: str, width: int, image_size: int | None) -> Backbone:
-    if init == "random":
-        return build_backbone(arch, stem=stem, width=width, image_size=image_size)
-    path = init_path(init)
-    if path.is_dir():
-        return backbone_from_run(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init={init!r}: no such pretraining run folder or weights file. Use 'random', "
-                                "'byol' (the default pretraining folder), a pretraining run folder "
-                                "(config.json + backbone.pt), or a torchvision-format ResNet state_dict file.")
-    backbone = build_backbone(arch, stem=stem, width=width, image_size=image_size)
-    try:
-        return load_backbone(backbone, path)
-    except RuntimeError as err:
-        raise ValueError(f"{path} does not fit backbone={arch} stem={backbone.stem} width={width}: set the "
-                         f"backbone, stem and width of the network these weights came from.\n{err}") from None
-
-
 def build_segmentation_model(init: str = "random", backbone: str = "resnet18", stem: str = "auto", width: int = 64,
                              image_size: int | None = None, output_stride: int | None = None, num_classes: int = 21,
                              head: str = "fcn", aux: bool = False, freeze_backbone: bool = False,
                              atrous_rates: tuple[int, ...] | None = None) -> SegmentationModel:
-    """A segmentation model whose backbone starts from ``init``.
-
-    ``init``: ``"random"``; ``"byol"`` (the default pretraining folder, ``runs/pretrain``); a pretraining
-    run folder, whose recorded backbone/stem/width then win over the arguments; or a torchvision-format
-    ResNet ``state_dict`` file (``fc.*`` ignored) matching ``backbone``/``stem``/``width``.
-    ``image_size`` only resolves ``stem="auto"`` (small stem for ≤ 96 px).
-    """
-    encoder = _initial_backbone(str(init), backbone, stem, width, image_size)
+    """A segmentation model whose backbone starts from ``init``: ``"random"``; ``"byol"`` (``runs/pretrain``); a
+    pretraining run folder, whose recorded backbone/stem/width win over the arguments; or a torchvision-format
+    ResNet ``state_dict`` file (``fc.*`` ignored) matching ``backbone``/``stem``/``width``. ``image_size`` only
+    resolves ``stem="auto"`` (small stem for ≤ 96 px)."""
+    path = None if str(init) == "random" else init_path(str(init))
+    if path is not None and path.is_dir():
+        encoder = backbone_from_run(path)
+    else:
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"init={str(init)!r}: no such pretraining run folder or weights file. Use "
+                                    "'random', 'byol' (the default pretraining folder), a pretraining run folder "
+                                    "(config.json + backbone.pt), or a torchvision-format ResNet state_dict file.")
+        encoder = build_backbone(backbone, stem=stem, width=width, image_size=image_size)
+        try:
+            if path is not None:
+                load_backbone(encoder, path)
+        except RuntimeError as err:
+            raise ValueError(f"{path} does not fit backbone={backbone} stem={encoder.stem} width={width}: set the "
+                             f"backbone, stem and width of the network these weights came from.\n{err}") from None
     encoder = with_output_stride(encoder, output_stride)
     return SegmentationModel(encoder, num_classes=num_classes, head=head, aux=aux, freeze_backbone=freeze_backbone,
                              atrous_rates=atrous_rates)
@@ -173,8 +153,7 @@ def load_segmentation_model(path: str | os.PathLike, map_location: str | torch.d
         raise FileNotFoundError(f"{path}: no such fine-tuning run folder or checkpoint file (expected a folder "
                                 "written by `python -m byol_lite finetune`, or its model.pt / last.pt)")
     if path.is_dir():
-        candidates = [path / "model.pt", path / "last.pt"]
-        found = [p for p in candidates if p.is_file()]
+        found = [p for p in (path / "model.pt", path / "last.pt") if p.is_file()]
         if not found:
             raise FileNotFoundError(f"{path} holds neither model.pt nor last.pt: not a fine-tuning run folder "
                                     "(written by `python -m byol_lite finetune`)")
