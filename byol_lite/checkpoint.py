@@ -6,6 +6,8 @@ Loading never unpickles code (``weights_only=True``): a downloaded file cannot r
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import pickle
@@ -65,6 +67,15 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def atomic_write_csv(rows: list[dict], path: str | os.PathLike) -> None:
+    """``rows`` as a table whose columns are every key, in the order they first appear."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(text.getvalue(), path)
 
 
 def lock_folder(folder: str | os.PathLike, blocking: bool = True) -> int | None:

@@ -9,6 +9,7 @@ once in separate processes (useful on a GPU, where one small run leaves it mostl
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -25,7 +26,8 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from byol_lite.config import AT_LEAST_1, bounded
+from byol_lite.checkpoint import atomic_write_csv
+from byol_lite.config import AT_LEAST_1, bounded, load_yaml_params
 from byol_lite.data.labeled import resolve_data_root
 from byol_lite.finetune import FinetuneConfig, finetune
 from byol_lite.segmentation.model import init_path
@@ -65,27 +67,17 @@ def pretraining_of(init: str) -> dict:
 
 
 def _run_all(configs: list[FinetuneConfig], jobs: int, bar) -> list[dict]:
-    if jobs <= 1:
+    with contextlib.ExitStack() as stack:
+        if jobs <= 1:
+            results = map(_run, configs)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(jobs, mp_context=get_context("spawn")))
+            results = pool.map(_run, configs, [max(1, (os.cpu_count() or 1) // jobs)] * len(configs))
         out = []
-        for c in configs:
-            out.append(_run(c))
+        for r in results:
+            out.append(r)
             bar.update(1)
         return out
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run, c, threads) for c in configs]
-        out = []
-        for f in futures:
-            out.append(f.result())
-            bar.update(1)
-        return out
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def summarize(rows: Sequence[dict]) -> list[dict]:
@@ -109,12 +101,11 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
                    lr_grid: Sequence[float] = (0.003, 0.01, 0.03), holdout_fraction: float = 0.2,
                    out_dir: str = "runs/experiment", jobs: int = 1, progress: bool = True,
                    **params) -> ExperimentResult:
-    """Fine-tunes every arm and returns their val mIoU per label fraction and seed.
-
-    ``base`` (a :class:`FinetuneConfig` or a dict of its fields) and ``params`` set the shared recipe;
-    ``arms`` maps an arm's name to its ``init`` (``"random"``, a pretraining run folder, a backbone file;
-    default: random vs ``runs/pretrain``). The LR search trains with ``seeds[0]``. Writes ``results.csv``,
+    """Fine-tunes every arm and returns their val mIoU per label fraction and seed; writes ``results.csv``,
     ``selection.csv``, ``summary.csv`` and ``label_efficiency.png`` to ``out_dir``.
+
+    ``base`` (a :class:`FinetuneConfig` or a dict of its fields) and ``params`` set the shared recipe; ``arms``
+    maps a name to an ``init`` (default: random vs ``runs/pretrain``). The LR search trains with ``seeds[0]``.
     """
     base_params = dataclasses.asdict(base) if isinstance(base, FinetuneConfig) else dict(base or {})
     config = FinetuneConfig.of(None, **{**base_params, **params, "holdout_fraction": holdout_fraction,
@@ -156,9 +147,9 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     from byol_lite.segmentation.viz import plot_label_efficiency
 
     summary = summarize(rows)
-    _write_csv(rows, out / "results.csv")
-    _write_csv(selection, out / "selection.csv")
-    _write_csv(summary, out / "summary.csv")
+    atomic_write_csv(rows, out / "results.csv")
+    atomic_write_csv(selection, out / "selection.csv")
+    atomic_write_csv(summary, out / "summary.csv")
     figure = plot_label_efficiency(rows)
     figure.savefig(out / "label_efficiency.png", dpi=120)
     return ExperimentResult(rows, selection, summary, figure, out)
@@ -185,12 +176,10 @@ EXPERIMENT_KEYS = ("arms", "label_fractions", "seeds", "lr_grid", "holdout_fract
 def load_experiment_file(path: str | Path) -> dict:
     """An experiment file: the grid (``arms``, ``label_fractions``, ``seeds``, ``lr_grid``, ...) and the shared
     fine-tuning ``recipe`` (FinetuneConfig fields). Unknown keys are errors that name the file."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"experiment file {path} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = load_yaml_params(path)
     unknown = sorted(set(spec) - set(EXPERIMENT_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; an experiment file has "

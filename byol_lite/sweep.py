@@ -24,7 +24,6 @@ file again skips finished cells (same chapter parameters, same name) and retries
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import itertools
 import json
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from byol_lite.checkpoint import atomic_write_json
+from byol_lite.checkpoint import atomic_write_csv, atomic_write_json
 from byol_lite.config import load_yaml_params
 
 KEYS = ("notebook", "out_dir", "output_parameter", "profile", "parameters", "grid", "plot", "timeout")
@@ -135,11 +134,6 @@ def cell_results(folder: Path) -> dict[str, Any]:
     return results
 
 
-def _last_line(err: Exception) -> str:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
-
-
 def run_sweep(sweep: Sweep | str | Path, out_dir: str | Path | None = None, progress: bool = True) -> SweepResult:
     """Executes every unfinished cell of ``sweep`` (a :class:`Sweep` or a sweep file), then writes the table
     and the plot. A failing cell does not stop the others; it is reported and retried by the next call."""
@@ -166,18 +160,15 @@ def run_sweep(sweep: Sweep | str | Path, out_dir: str | Path | None = None, prog
                                        progress_bar=False, execution_timeout=sweep.timeout)
             row = {"cell": folder.name, **cell, **cell_results(folder / "run"), "notebook": str(executed)}
         except Exception as err:   # a chapter's failure is reported, the sweep goes on
-            failed.append({"cell": folder.name, **cell, "error": _last_line(err), "notebook": str(executed)})
+            last = [line for line in str(err).splitlines() if line.strip()][-1:] or [type(err).__name__]
+            failed.append({"cell": folder.name, **cell, "error": last[0], "notebook": str(executed)})
             continue
         atomic_write_json(row, marker)
         rows.append(row)
 
     out.mkdir(parents=True, exist_ok=True)
     if rows:
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        with open(out / "results.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write_csv(rows, out / "results.csv")
     figure = None
     y = sweep.plot.get("y")
     if y and rows:
