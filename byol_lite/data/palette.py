@@ -1,9 +1,6 @@
-"""VOC class names and colour map, and the conversions between index masks and colours.
-
-Why a module of its own: the reader, the generator, the checker and the plotting code all need
-the same 256-entry palette, and a colour-coded (RGB) mask can only be turned back into indices
-with exactly this table.
-"""
+"""VOC class names and colour map, and the conversions between index masks and colours: the reader, the
+generator, the checker and the plots need the same 256-entry palette, and only exactly this table turns a
+colour-coded (RGB) mask back into indices."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,16 +15,11 @@ IGNORE_INDEX = 255
 
 
 def _voc_palette() -> np.ndarray:
-    """The standard VOC bit-shift colour map: bit j of each of r, g, b comes from the class index."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
+    """The standard VOC bit-shift colour map: bit 7 - j of r, g, b is bit 3j, 3j + 1, 3j + 2 of the class index."""
+    index, palette = np.arange(256), np.zeros((256, 3), dtype=np.uint8)
+    for j in range(8):
+        for channel in range(3):
+            palette[:, channel] |= (((index >> (3 * j + channel)) & 1) << (7 - j)).astype(np.uint8)
     return palette
 
 
@@ -45,11 +37,8 @@ def colorize(mask) -> np.ndarray:
 
 
 def rgb_to_index(rgb) -> np.ndarray:
-    """Colour-coded mask [H, W, 3] -> uint8 index mask, inverting :data:`VOC_PALETTE`.
-
-    Raises ``ValueError`` listing colours that are not in the palette (e.g. a JPEG-compressed or
-    anti-aliased mask, which cannot be converted without guessing).
-    """
+    """Colour-coded mask [H, W, 3] -> uint8 index mask, inverting :data:`VOC_PALETTE`; ``ValueError`` for colours
+    not in it (a JPEG-compressed or anti-aliased mask cannot be converted without guessing)."""
     a = np.asarray(rgb)
     if a.ndim != 3 or a.shape[2] < 3:
         raise ValueError(f"rgb_to_index expects an [H, W, 3] colour image, got shape {a.shape}")
