@@ -1,9 +1,8 @@
 """Dataclass configs shared by the CLI, notebooks and papermill.
 
-One dataclass per entry point is the single source of defaults: the CLI options, the
-notebooks' ``parameters`` cells and the YAML profiles are all checked against it, so a
-misspelt, ill-typed or out-of-range parameter fails loudly instead of being silently used.
-The run control every training entry point shares lives in :class:`RunConfig`.
+One dataclass per entry point is the single source of defaults: the CLI options, the notebooks'
+``parameters`` cells and the YAML profiles are all checked against it, so a misspelt, ill-typed or
+out-of-range parameter fails loudly instead of being silently used.
 """
 from __future__ import annotations
 

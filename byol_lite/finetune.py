@@ -4,8 +4,7 @@ The recipe is the usual one for VOC (torchvision's reference, the BYOL paper's a
 that ignores label 255, SGD with momentum 0.9 and weight decay 1e-4, a poly learning rate stepped every
 iteration, optionally an auxiliary FCN head on layer3. Only the backbone's starting point (``init``)
 changes between the arms of the BYOL-vs-random comparison. The step is written out below; the rest is
-:class:`~byol_lite.training.loop.Trainer`'s, and every random draw of a step (crops, dropout) comes from
-seeds of (seed, step), so a resumed run takes exactly the path of an uninterrupted one.
+:class:`~byol_lite.training.loop.Trainer`'s.
 """
 from __future__ import annotations
 
@@ -101,12 +100,9 @@ def poly_lr(step: int, total: int, peak_lr: float, power: float = 0.9) -> float:
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, labeled: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy over labeled pixels; 0 (not NaN) for a batch whose crops are all void.
-
-    ``labeled``: the divisor, by default this batch's labeled pixels. Under torchrun the loop passes the
-    mean count over processes: DDP's average of the gradients is then that of the global batch's mean,
-    even when the processes' crops hold different numbers of void pixels.
-    """
+    """Mean cross-entropy over labeled pixels; 0 (not NaN) for a batch whose crops are all void. ``labeled``:
+    the divisor, by default this batch's labeled pixels; under torchrun the mean count over processes, so that
+    DDP's average of the gradients is that of the global batch's mean whatever each process's void pixels."""
     total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
     if labeled is None:
         labeled = (target != IGNORE_INDEX).sum()
@@ -135,12 +131,8 @@ def _datasets(config: FinetuneConfig, train_dataset, val_dataset):
 
 
 def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_dataset=None, **params) -> RunResult:
-    """Runs (or resumes) fine-tuning; ``params`` override ``config`` fields by name.
-
-    ``train_dataset``/``val_dataset``: optional labeled datasets of ``(uint8 [3,H,W], int64 [H,W])`` items,
-    untransformed (random scale/crop/flip are applied here); by default the splits named by the config.
-    The result's ``metrics`` are the final evaluation (None when paused by ``stop_after_steps``).
-    """
+    """Runs (or resumes) fine-tuning; ``params`` override ``config`` fields by name. ``train_dataset``/
+    ``val_dataset``: untransformed ``(uint8 [3,H,W], int64 [H,W])`` items (default: the config's splits)."""
     config = FinetuneConfig.of(config, **params)
     train_dataset, eval_dataset, train_ids, holdout_ids, num_classes, fingerprint = _datasets(
         config, train_dataset, val_dataset)

@@ -1,9 +1,7 @@
 """The BYOL pretraining loop, shared by the CLI (``python -m byol_lite pretrain``) and the notebooks.
 
 The step is written out below: two views of a batch, the online and target networks, the symmetric
-loss, the guarded update and the EMA of the target; the rest (run folder, resume, checkpoints,
-processes) is :class:`~byol_lite.training.loop.Trainer`'s. Batch order and views come from seeds of
-(seed, epoch) and (seed, step), so a resumed run takes exactly the path of an uninterrupted one.
+loss, the guarded update and the EMA of the target; the rest is :class:`~byol_lite.training.loop.Trainer`'s.
 """
 from __future__ import annotations
 
@@ -137,11 +135,8 @@ def _probe_batch(images, n: int = 256) -> torch.Tensor:
 
 
 def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> RunResult:
-    """Runs (or resumes) BYOL pretraining; ``params`` override ``config`` fields by name.
-
-    ``dataset``: optional uint8 images ``[N, 3, S, S]`` (a tensor, or a Dataset of such tensors);
-    by default the images named by ``config.data``.
-    """
+    """Runs (or resumes) BYOL pretraining; ``params`` override ``config`` fields by name. ``dataset``: uint8
+    images ``[N, 3, S, S]``, a tensor or a Dataset (default: those ``config.data`` names)."""
     config = PretrainConfig.of(config, **params)
     trainer = Trainer(config)
     model = trainer.prepare(build_model(config))

@@ -1,12 +1,6 @@
-"""Data for byol_lite: real PASCAL VOC 2012, the embedded synthetic default, unlabeled image folders.
-
-- :class:`VOCSegmentation` reads the VOC layout (train, val, trainval, train_aug) as
-  ``(uint8 [3,H,W], int64 [H,W])`` pairs, with errors that name the bad file.
-- :func:`train_transforms`: joint image/mask transforms (masks nearest, padded 255); :func:`normalize`.
-- :func:`ensure_synthetic`: the embedded dataset, generated on first use into ``data/``.
-- :func:`unlabeled_dataset`: square uint8 images for pretraining (cached in memory when small).
-- :func:`check_dataset` and :func:`prepare_voc` back ``python -m byol_lite data check|prepare-voc``.
-"""
+"""Data for byol_lite: real PASCAL VOC 2012 (:class:`VOCSegmentation`, :func:`prepare_voc`,
+:func:`check_dataset`), the embedded synthetic default (:func:`ensure_synthetic`), and unlabeled images
+for pretraining (:func:`unlabeled_dataset`)."""
 from byol_lite.data.check import CheckReport, check_dataset
 from byol_lite.data.palette import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE, colorize, rgb_to_index, save_mask
 from byol_lite.data.prepare_voc import build_train_aug, prepare_voc

@@ -126,10 +126,8 @@ def _check_one(image_path: Path, mask_path: Path | None, num_classes: int, conve
 
 def check_dataset(root, splits: list[str] | None = None, convert_rgb: bool = False,
                   workers: int = 4) -> CheckReport:
-    """Checks every listed image and mask; a missing root raises (there is nothing to scan).
-
-    ``convert_rgb``: rewrite colour-coded RGB masks in place as palette PNGs of indices.
-    """
+    """Checks every listed image and mask (a missing root raises: there is nothing to scan); ``convert_rgb``
+    rewrites colour-coded RGB masks in place as palette PNGs of indices."""
     root = Path(root)
     base = voc_dir(root)
     classes = read_classes(root)

@@ -1,8 +1,4 @@
-"""``python -m byol_lite data {check,synthetic,prepare-voc}``: the data sub-commands.
-
-Why here: each command sits next to the code it drives; ``byol_lite/cli.py`` only registers
-``add_cli``. Bad input raises ValueError/FileNotFoundError, printed there as ``error: ...`` (exit 2).
-"""
+"""``python -m byol_lite data {check,synthetic,prepare-voc}``: the data sub-commands, next to the code they drive."""
 from __future__ import annotations
 
 import json

@@ -10,12 +10,9 @@ from byol_lite.data.unlabeled import in_memory
 
 
 def dataset_fingerprint(dataset) -> str:
-    """A short identity of the data a run trains on, so resuming on other data is refused.
-
-    Cached tensors and in-memory lists are hashed by content; file-backed datasets by their
-    files' names and sizes (cheap for tens of thousands of files, and it catches added,
-    removed or replaced images). Anything else is identified by its type and length only.
-    """
+    """A short identity of the data a run trains on, so resuming on other data is refused: the content of
+    cached tensors and in-memory lists, the files' names and sizes of file-backed datasets (cheap for tens of
+    thousands of files; catches added, removed or replaced images), else only the type and length."""
     h = hashlib.sha1()
 
     def add_tensor(t: torch.Tensor) -> None:

@@ -1,10 +1,5 @@
 """Labeled images for fine-tuning and evaluation: where they are, which of them a run may use, and
-items whose augmentation depends on their own seed only.
-
-Which labeled images a run trains on is a prefix of ONE permutation seeded by ``subset_seed``, so the 5%
-subset lies inside the 10% one, and the held-out images used for choosing the learning rate are never
-among them.
-"""
+items whose augmentation depends on their own seed only."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,11 +16,9 @@ def _count(fraction: float, n: int, what: str) -> int:
 
 def labeled_split(ids: Sequence, fraction: float = 1.0, holdout_fraction: float = 0.0,
                   seed: int = 0) -> tuple[list, list]:
-    """``(train, holdout)`` from one permutation of ``ids`` seeded by ``seed``.
-
-    The held-out part is the permutation's tail and the training subset a prefix of the rest, so subsets
-    for growing ``fraction`` are nested and never touch the held-out images.
-    """
+    """``(train, holdout)`` from ONE permutation of ``ids`` seeded by ``seed``: the held-out part (for choosing
+    the LR) is its tail and the training subset a prefix of the rest, so the 5% subset lies inside the 10%
+    one and neither touches the held-out images."""
     ids = list(ids)
     if not 0 <= holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
@@ -59,11 +52,9 @@ def labeled_splits(data: str, data_root: str | None, *splits: str) -> list:
 
 
 class SeededItems(torch.utils.data.Dataset):
-    """Items ``(index, seed)`` -> ``transform(*base[index])`` with the CPU RNG seeded by ``seed``.
-
-    The augmentation of an item then depends on its seed only, not on the worker process or on what
-    ran before, which is what makes resuming exact. The caller's RNG state is left untouched.
-    """
+    """Items ``(index, seed)`` -> ``transform(*base[index])`` with the CPU RNG seeded by ``seed`` (the caller's
+    left untouched): an item's augmentation depends on its seed only, not on the worker or on what ran
+    before, which is what makes resuming exact."""
 
     def __init__(self, base, transform: Callable):
         self.base, self.transform = base, transform

@@ -117,10 +117,8 @@ def _ids(path: Path) -> list[str]:
 
 
 def build_train_aug(root, sbd_dataset) -> list[str]:
-    """Writes ``SegmentationClassAug/`` and ``ImageSets/Segmentation/train_aug.txt``; returns the ids.
-
-    train_aug = (VOC12 train ∪ SBD train ∪ SBD val) − VOC12 val.
-    """
+    """Writes ``SegmentationClassAug/`` and ``ImageSets/Segmentation/train_aug.txt`` (train_aug =
+    (VOC12 train ∪ SBD train ∪ SBD val) − VOC12 val); returns the ids."""
     base = Path(root) / "VOCdevkit" / "VOC2012"
     sbd_dataset = Path(sbd_dataset)
     lists = base / "ImageSets" / "Segmentation"
@@ -148,11 +146,8 @@ def build_train_aug(root, sbd_dataset) -> list[str]:
 
 def prepare_voc(dest, voc_tar=None, sbd_tgz=None, voc_md5: str | None = VOC_MD5, sbd_md5: str | None = SBD_MD5,
                 download_missing: bool = True) -> Path:
-    """Builds ``dest/VOCdevkit/VOC2012`` with train, val, trainval and train_aug; returns ``dest``.
-
-    ``voc_tar``/``sbd_tgz``: local archives (verified against the md5s, ``None`` skips that);
-    otherwise they are downloaded into ``dest/downloads``.
-    """
+    """Builds ``dest/VOCdevkit/VOC2012`` with train, val, trainval and train_aug; returns ``dest``. ``voc_tar``/
+    ``sbd_tgz``: local archives (an md5 of ``None`` skips its check), else downloaded into ``dest/downloads``."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     archives = {}

@@ -311,12 +311,9 @@ def is_current(folder, seed: int = 0, **sizes) -> bool:
 
 
 def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool = False, **sizes) -> Path:
-    """Generates the dataset into ``out`` (which will contain VOCdevkit/), unless it is already there.
-
-    Reused when ``out/manifest.json`` matches (version, seed, sizes); regenerated otherwise — into
-    a temporary sibling folder renamed into place, so ``out`` is never a half-written dataset.
-    Refuses to replace a non-empty folder that is not a synthetic dataset.
-    """
+    """Generates the dataset into ``out`` (which will contain VOCdevkit/) unless its manifest matches (version,
+    seed, sizes): into a temporary sibling renamed into place, so ``out`` is never half-written. Refuses to
+    replace a non-empty folder that is not a synthetic dataset."""
     out = Path(out)
     wanted = manifest_for(seed, sizes)
     if not force and _matches(read_manifest(out), wanted):
@@ -349,12 +346,9 @@ def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool 
 
 
 def ensure_synthetic(root: str | Path | None = None, seed: int = 0, **sizes) -> Path:
-    """The embedded dataset's folder (containing VOCdevkit/), generated on first use.
-
-    ``root``: where datasets live (default ``$BYOL_LITE_DATA``, else ``<repo>/data``, git-ignored); the
-    dataset goes to ``root/synthetic-v<version>-s<seed>`` (sizes appended to the name when not the
-    defaults, so a small test set never replaces the default one). Reused if its manifest matches.
-    """
+    """The embedded dataset's folder, generated on first use: ``root/synthetic-v<version>-s<seed>``, sizes
+    appended when not the defaults (a small test set never replaces the default one). ``root``: where
+    datasets live (default ``$BYOL_LITE_DATA``, else ``<repo>/data``, git-ignored)."""
     if root is None:
         root = os.environ.get("BYOL_LITE_DATA") or Path(__file__).resolve().parents[2] / "data"
     full = _check_sizes(sizes)

@@ -34,11 +34,8 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 
 
 class RandomScale(v2.Transform):
-    """Resizes by a random factor in ``scale``: of the image's own size, or of ``base_size`` (short side).
-
-    v2's ``RandomResize`` only sets an absolute short side; a factor of the image's own size is
-    what small embedded images (and the BYOL protocol's [0.5, 2.0] jitter) need.
-    """
+    """Resizes by a random factor in ``scale`` of the image's own size (or of ``base_size``, short side): v2's
+    ``RandomResize`` only sets an absolute short side, and small images need a factor of their own size."""
 
     def __init__(self, scale: tuple[float, float], base_size: int | None = None,
                  interpolation: InterpolationMode = InterpolationMode.BILINEAR):
@@ -60,11 +57,8 @@ class RandomScale(v2.Transform):
 
 
 class JointTransform:
-    """Wraps a v2 pipeline as ``f(image uint8 [3,H,W], mask int64 [H,W]) -> (image, mask)``.
-
-    The mask travels as uint8 (values are 0..255 by construction) for fast nearest resizing and
-    comes back int64; outputs are plain tensors, not tv_tensors subclasses.
-    """
+    """Wraps a v2 pipeline as ``f(image uint8 [3,H,W], mask int64 [H,W]) -> (image, mask)``, plain tensors; the
+    mask travels as uint8 (values are 0..255) for fast nearest resizing."""
 
     def __init__(self, pipeline: v2.Transform):
         self.pipeline = pipeline
@@ -80,11 +74,8 @@ class JointTransform:
 def train_transforms(crop_size: int | tuple[int, int], scale: tuple[float, float] = (0.5, 2.0),
                      base_size: int | None = None, hflip: float = 0.5, fill: int = 0,
                      interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> JointTransform:
-    """Random scale, random crop (image padded with ``fill``, mask with 255), horizontal flip.
-
-    ``base_size``: if given, the short side is resized to ``base_size * s`` (torchvision's
-    segmentation reference: 520 and crop 480 on VOC); otherwise the image is scaled by ``s``.
-    """
+    """Random scale, random crop (image padded with ``fill``, mask with 255), horizontal flip. ``base_size``: the
+    short side becomes ``base_size * s`` (torchvision's reference: 520 and crop 480 on VOC), else scaled by ``s``."""
     return JointTransform(v2.Compose([
         RandomScale(scale, base_size, interpolation),
         v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: fill, tv_tensors.Mask: IGNORE_INDEX}),

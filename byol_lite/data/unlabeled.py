@@ -1,10 +1,8 @@
 """Unlabeled images for self-supervised pretraining, all brought to one square size.
 
-Why one shape: the pretraining loop augments whole uint8 batches on the GPU, so every item is
-``[3, S, S]`` (short side resized to S, centre crop). Small sets (the embedded one) are decoded
-once into an in-memory tensor, ``.images``, so an epoch is just indexing; large ones decode per
-item in DataLoader workers. A bad file is reported (a warning naming it, with a count) and
-skipped; only a source with no usable image at all is an error.
+Why one shape: the pretraining loop augments whole uint8 batches on the GPU. Small sets are decoded
+once into an in-memory tensor, ``.images``, so an epoch is just indexing; large ones per item in
+DataLoader workers. A bad file is reported and skipped; only a source with no usable image is an error.
 """
 from __future__ import annotations
 
@@ -21,11 +19,9 @@ CACHE_MAX_SIZE = 96
 
 
 def load_square(path, size: int) -> torch.Tensor:
-    """uint8 ``[3, size, size]``: short side resized to ``size`` (antialiased), then centre crop.
-
-    PIL's JPEG ``draft`` mode decodes at 1/2, 1/4 or 1/8 scale when that still covers ``size``,
-    which makes a 500-px VOC photo several times cheaper to bring down to 80 px.
-    """
+    """uint8 ``[3, size, size]``: short side resized to ``size`` (antialiased), then centre crop. PIL's JPEG
+    ``draft`` mode decodes at 1/2, 1/4 or 1/8 scale when that still covers ``size`` (a 500-px VOC photo
+    then costs several times less)."""
     from PIL import Image
 
     with Image.open(path) as img:
@@ -59,11 +55,9 @@ def _report(bad: list[tuple[Path, str]], total: int, source: str) -> None:
 
 
 class UnlabeledImages(torch.utils.data.Dataset):
-    """uint8 ``[3, S, S]`` images from a list of files; ``.images`` is the cache (or None when streamed).
-
-    ``cache=None`` caches when the set is small (<= 20k images of <= 96 px, at most ~550 MB).
-    ``files`` lists the usable files; ``bad_files`` the skipped ones with the reason.
-    """
+    """uint8 ``[3, S, S]`` images from a list of files; ``.images`` is the cache (None when streamed), which
+    ``cache=None`` makes for small sets (<= 20k images of <= 96 px, ~550 MB at most). ``files``: the usable
+    files; ``bad_files``: the skipped ones with the reason."""
 
     def __init__(self, files: Sequence, image_size: int = 64, cache: bool | None = None, source: str = "",
                  workers: int = 0):
@@ -161,14 +155,9 @@ def image_files(folder) -> list[Path]:
 
 def unlabeled_dataset(source: str = "synthetic", root=None, image_size: int = 64, split: str | None = None,
                       cache: bool | None = None, workers: int = 0) -> UnlabeledImages:
-    """Images for pretraining; labels are never read.
-
-    - ``synthetic``: :func:`ensure_synthetic` (``root`` = where datasets live), its train and
-      unlabeled ids — never val, which stays unseen for evaluation.
-    - ``voc``: ``root`` contains VOCdevkit/; ``JPEGImages`` of the ``split`` ids (default trainval;
-      e.g. train_aug).
-    - ``folder``: every JPEG/PNG under ``root``, recursively.
-    """
+    """Images for pretraining, labels never read: ``synthetic`` (its train and unlabeled ids, never val, which
+    stays unseen for evaluation), ``voc`` (the ``split`` ids, default trainval) or ``folder`` (every JPEG/PNG
+    under ``root``)."""
     from byol_lite.data.voc import read_split, voc_dir
 
     if source == "synthetic":

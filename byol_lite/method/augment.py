@@ -1,12 +1,9 @@
 """BYOL's two view distributions, applied to a whole batch on its own device.
 
-Every image draws its own crop, flip, jitter, grayscale, blur and solarize parameters, as in
-the official code (byol-pytorch draws one set per batch). Parameters are drawn on the CPU
-from a ``torch.Generator``, so a seed gives the same views on any device; the pixel work runs
-where the batch lives (GPU or CPU), with no per-image PIL loop.
-
-The geometric part (crop box, flip) is returned on request, so a mask or a coordinate map
-can follow a view exactly (:func:`apply_geometry`).
+Every image draws its own crop, flip, jitter, grayscale, blur and solarize parameters, as in the official
+code (byol-pytorch draws one set per batch), on the CPU from a ``torch.Generator``, so a seed gives the same
+views on any device; the pixel work runs where the batch lives. The crop box and flip are returned on
+request, so a mask can follow a view exactly (:func:`apply_geometry`).
 """
 from __future__ import annotations
 
@@ -59,11 +56,8 @@ def paper_views(crop_min_scale: float = 0.08, jitter_strength: float = 1.0,
 
 @dataclass
 class ViewParams:
-    """Per-image parameters of one view (CPU tensors, first dimension = batch).
-
-    ``boxes`` are crop boxes ``(x0, y0, x1, y1)`` as fractions of the input's width/height;
-    ``flipped`` says the crop was mirrored left-right after cropping.
-    """
+    """Per-image parameters of one view (CPU tensors, first dimension = batch); ``boxes`` are ``(x0, y0, x1, y1)``
+    fractions of the input's width/height, ``flipped`` mirrors left-right after cropping."""
 
     boxes: torch.Tensor        # [B, 4] float
     flipped: torch.Tensor      # [B] bool
@@ -89,11 +83,8 @@ def _uniform(gen, n, lo, hi):
 
 
 def sample_params(batch: int, height: int, width: int, cfg: ViewConfig, gen: torch.Generator) -> ViewParams:
-    """Draws one view's parameters for ``batch`` images of ``height × width``.
-
-    The crop follows ``RandomResizedCrop``: up to 10 tries for an (area, aspect) pair that fits,
-    else a centre crop at the nearest allowed aspect.
-    """
+    """Draws one view's parameters for ``batch`` images of ``height × width``. The crop follows
+    ``RandomResizedCrop``: up to 10 tries for an (area, aspect) that fits, else a centre crop."""
     tries = 10
     area = height * width * _uniform(gen, (batch, tries), *cfg.crop_scale)
     log_r = _uniform(gen, (batch, tries), math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
@@ -152,11 +143,8 @@ def _affine(params: ViewParams, device) -> torch.Tensor:
 
 
 def apply_geometry(x: torch.Tensor, params: ViewParams, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Crops, resizes to ``size × size`` and flips ``x`` [B, C, H, W] as the view did.
-
-    Use ``mode="nearest"`` for masks (integer tensors are returned in their own dtype), and
-    any ``size`` (e.g. a feature map's) to get the view's mask at that resolution.
-    """
+    """Crops, resizes to ``size × size`` and flips ``x`` [B, C, H, W] as the view did: ``mode="nearest"`` for
+    masks (integer tensors keep their dtype), any ``size`` (a feature map's) for a mask at that resolution."""
     theta = _affine(params, x.device)
     grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
     src = x if x.is_floating_point() else x.float()
@@ -215,9 +203,7 @@ def blur_kernel_size(size: int) -> int:
 
 class BYOLAugment:
     """Callable producing two views ``[B, 3, size, size]``, ImageNet-normalised, from a uint8 or [0, 1] float batch.
-
-    ``per_sample=False`` gives every image of a batch the same parameters (to show why that is worse).
-    """
+    ``per_sample=False`` gives every image of a batch the same parameters (to show why that is worse)."""
 
     denormalize = staticmethod(denormalize)     # a view back to [0, 1], for display
 

@@ -21,14 +21,10 @@ ARCHS = {
 
 
 class Backbone(resnet.ResNet):
-    """A torchvision ResNet without its classifier.
-
-    ``stem="small"`` swaps the 7×7/2 convolution and max-pool for one 3×3/1 convolution
-    (the CIFAR-style stem), so 32–96 px images keep a useful feature map (stride 8 instead
-    of 32). ``width`` scales every stage (64 is torchvision's); narrow widths make CPU
-    pretraining practical. ``dilate`` turns the strides of the last stages into dilation
-    (Bottleneck blocks only, as in torchvision) for segmentation at output stride 8 or 16.
-    """
+    """A torchvision ResNet without its classifier. ``stem="small"`` swaps the 7×7/2 convolution and max-pool
+    for one 3×3/1 convolution (CIFAR-style), so 32–96 px images keep a useful feature map (stride 8, not 32);
+    ``width`` scales every stage (64 is torchvision's; narrow ones make CPU pretraining practical); ``dilate``
+    turns the last stages' strides into dilation (Bottleneck blocks only) for output stride 8 or 16."""
 
     def __init__(self, arch: str = "resnet18", stem: str = "imagenet", width: int = 64,
                  dilate: tuple[bool, bool, bool] = (False, False, False)):

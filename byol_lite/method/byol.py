@@ -23,11 +23,8 @@ from byol_lite.method.heads import MLPHead
 
 
 def regression_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``2 − 2·cos(p, z)`` per sample (shape ``[B]``), i.e. ``‖p̄ − z̄‖²`` of the L2-normalised vectors.
-
-    Computed in float32 even under autocast: the cosine of nearly equal bf16 vectors loses
-    most of its digits.
-    """
+    """``2 − 2·cos(p, z)`` per sample (shape ``[B]``), i.e. ``‖p̄ − z̄‖²`` of the L2-normalised vectors; in float32
+    even under autocast, as the cosine of nearly equal bf16 vectors loses most of its digits."""
     p = F.normalize(p.float(), dim=-1)
     z = F.normalize(z.float(), dim=-1)
     return 2 - 2 * (p * z).sum(dim=-1)
@@ -43,11 +40,8 @@ def cosine_tau(step: int, total_steps: int, base_tau: float = 0.996) -> float:
 
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """In place, parameters only: ξ ← τ·ξ + (1 − τ)·θ, as one fused multi-tensor operation.
-
-    Buffers (BatchNorm running statistics) are left alone: the target computes its own in
-    its training-mode forward passes.
-    """
+    """In place, parameters only: ξ ← τ·ξ + (1 − τ)·θ, as one fused multi-tensor operation. Buffers (BatchNorm
+    statistics) are left alone: the target computes its own in its training-mode forward passes."""
     t_params = list(target.parameters())
     o_params = list(online.parameters())
     if len(t_params) != len(o_params) or any(t.shape != o.shape for t, o in zip(t_params, o_params)):
@@ -71,11 +65,9 @@ PREDICTOR_SIDES = ("online", "target")
 class BYOL(nn.Module):
     """``online = encoder → projector`` (+ ``predictor``); ``target`` = a copy of ``online`` updated by EMA.
 
-    ``predictor=False`` removes the predictor (an ablation: with τ = 0 it collapses).
-    ``predictor_side="target"`` is the seed article's variant, an ablation: the online network has no
-    predictor and the target ends in one, ``target_predictor``. The seed updates the target only by
-    the EMA of the online network, which has no predictor to average, so that predictor stays at its
-    random initialisation (no gradient, no EMA); ``target`` itself still mirrors ``online``.
+    Ablations: ``predictor=False`` (with τ = 0 it collapses); ``predictor_side="target"``, the seed article's
+    variant: no online predictor, and the target ends in ``target_predictor``, which stays at its random
+    initialisation (no gradient, and no online predictor for the EMA to average).
     """
 
     def __init__(self, encoder: nn.Module, proj_hidden: int = 4096, proj_dim: int = 256,

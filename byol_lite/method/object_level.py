@@ -93,12 +93,9 @@ def _disk_path(dataset, key: str) -> Path | None:
 
 def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, workers: int = 0,
                         progress: bool = False) -> torch.Tensor:
-    """:func:`region_masks` of an image set (a uint8 tensor or a Dataset), computed once.
-
-    Kept in memory for this process and, for a file-backed set, on disk next to its images, under a
-    key made of the set's identity (:func:`~byol_lite.data.fingerprint.dataset_fingerprint`: content when cached,
-    file names and sizes when streamed) and the method's settings (new images or settings: new masks).
-    """
+    """:func:`region_masks` of an image set (a uint8 tensor or a Dataset), computed once: kept in memory and,
+    for a file-backed set, next to its images, under a key of the set's :func:`dataset_fingerprint` and the
+    method's settings (new images or settings: new masks)."""
     from byol_lite.data.fingerprint import dataset_fingerprint
 
     _check_num_regions(num_regions)
@@ -202,11 +199,8 @@ class RegionView(NamedTuple):
 
 
 class ObjectBYOL(BYOL):
-    """BYOL with one loss term per region present in both views (same modules, so same checkpoints).
-
-    The heads see ``[M, C]`` region vectors (M = regions kept in the batch), each view separately, so
-    BatchNorm statistics are per view and never include an absent region.
-    """
+    """BYOL with one loss term per region present in both views (same modules, so same checkpoints). The heads
+    see the ``[M, C]`` kept region vectors of each view separately: BatchNorm never sees an absent region."""
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, masks1: torch.Tensor, masks2: torch.Tensor):
         keep = present(masks1) & present(masks2)

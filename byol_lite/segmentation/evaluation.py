@@ -1,10 +1,6 @@
-"""How good a segmentation model is, and what it predicts: mIoU over a whole split, masks for images,
-and the ``evaluate`` / ``predict`` sub-commands.
-
-Evaluation is one confusion matrix over the split (VOC's protocol; see
-:mod:`byol_lite.segmentation.metrics`), each image segmented whole at its own size. Other evaluations of
-an encoder (a frozen linear probe, dense label transfer) belong beside :func:`evaluate`.
-"""
+"""How good a segmentation model is, and what it predicts: mIoU over a whole split (one confusion matrix,
+VOC's protocol, each image segmented whole at its own size), masks for images, and the ``evaluate`` /
+``predict`` sub-commands."""
 from __future__ import annotations
 
 import json
@@ -29,12 +25,9 @@ EVAL_BATCH_SIZE = 8     # images per forward pass (same-size images are batched)
 def evaluate(model: SegmentationModel, dataset, device: str | torch.device | None = None, precision: str = "auto",
              batch_size: int = EVAL_BATCH_SIZE, channels_last: bool | None = None, num_workers: int = 0,
              progress: bool = False) -> dict:
-    """One confusion matrix over the whole of ``dataset`` (items ``(uint8 image, int64 mask)``, any sizes).
-
-    Each image is segmented whole (images larger than the training crop included); same-size images
-    share a forward pass. Returns :meth:`ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
-    (rows = ground truth) as nested lists.
-    """
+    """One confusion matrix over ``dataset`` (``(uint8 image, int64 mask)`` items of any size, each segmented
+    whole; same-size images share a forward pass): :meth:`ConfusionMatrix.compute`'s dict plus
+    ``confusion_matrix`` (rows = ground truth) as nested lists."""
     labels = getattr(dataset, "num_classes", model.num_classes)
     if labels != model.num_classes:
         raise ValueError(f"the model predicts {model.num_classes} classes but {dataset!r} has {labels}: evaluate "

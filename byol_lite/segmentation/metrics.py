@@ -10,12 +10,8 @@ import torch
 
 
 class ConfusionMatrix:
-    """Accumulates ``[num_classes, num_classes]`` int64 counts: rows = ground truth, columns = prediction.
-
-    Target pixels equal to ``ignore_index`` (VOC's 255 "void") or otherwise outside
-    ``[0, num_classes)`` are dropped, as in the VOC protocol. Counts are exact integers, so
-    updating batch by batch gives the same matrix as one update with everything.
-    """
+    """Accumulates ``[num_classes, num_classes]`` int64 counts (rows = ground truth, columns = prediction), exact
+    batch by batch; target pixels equal to ``ignore_index`` (VOC's void) or outside the classes are dropped."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255):
         if num_classes < 1:

@@ -141,12 +141,9 @@ def _draw_sweep(ax, rows: Sequence[dict], x: str, y: str, hue: str | None, scale
 
 
 def plot_gain_vs_pretraining(rows: Sequence[dict], metric: str = "miou") -> Figure:
-    """``metric`` against pretraining steps: one panel per label budget, one line per objective, each line
-    starting from the random-init arm at step 0 (the x axis is linear below 10 steps, logarithmic above).
-
-    ``rows``: :func:`byol_lite.experiment.run_experiment`'s rows, which carry ``objective`` and
-    ``pretrain_steps``; arms of unknown pretraining (a weights file) are left out.
-    """
+    """``metric`` against pretraining steps of :func:`~byol_lite.experiment.run_experiment`'s rows: a panel per
+    label budget, a line per objective from the random-init arm at step 0 (x linear below 10 steps, log above);
+    arms of unknown pretraining (a weights file) are left out."""
     rows = [r for r in rows if not math.isnan(float(r["pretrain_steps"]))]
     objectives = sorted({r["objective"] for r in rows} - {"none"})
     fractions = sorted({float(r["label_fraction"]) for r in rows})
@@ -163,11 +160,8 @@ def plot_gain_vs_pretraining(rows: Sequence[dict], metric: str = "miou") -> Figu
 
 
 def plot_label_efficiency(rows: Sequence[dict], metric: str = "miou") -> Figure:
-    """``metric`` against the label fraction, one line per arm (mean over seeds, min–max band, seeds as dots).
-
-    ``rows``: dicts with ``arm``, ``label_fraction`` and ``metric``, as :func:`byol_lite.experiment.run_experiment`
-    writes them.
-    """
+    """``metric`` against the label fraction of :func:`~byol_lite.experiment.run_experiment`'s rows, a line per
+    arm (mean over seeds, min–max band, seeds as dots)."""
     rows = [{**r, "label_fraction": float(r["label_fraction"])} for r in rows]
     fig = plot_sweep(rows, "label_fraction", metric, hue="arm", log_x=True)
     ax = fig.axes[0]

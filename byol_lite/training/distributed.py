@@ -54,10 +54,8 @@ class Context:
         return slice(self.rank * per, (self.rank + 1) * per)
 
     def sync_batchnorm(self, model: nn.Module, enabled: bool = True) -> nn.Module:
-        """``model`` with BatchNorm statistics computed over all processes (unchanged in one process).
-
-        The parameters are kept (not copied), so an optimiser built before or after sees the same ones.
-        """
+        """``model`` with BatchNorm statistics computed over all processes (unchanged in one process); the
+        parameters are kept, not copied, so an optimiser built before or after sees the same ones."""
         if not (self.distributed and enabled):
             return model
         if self.device.type != "cpu":
@@ -70,11 +68,8 @@ class Context:
         return model
 
     def ddp(self, model: nn.Module) -> nn.Module:
-        """The module to call in the training step: ``model`` in DistributedDataParallel, or ``model`` itself.
-
-        Parameters without gradient (BYOL's EMA target) are left out of the gradient all-reduce; DDP
-        broadcasts rank 0's weights and buffers when it is built, so every process starts alike.
-        """
+        """The module the training step calls: ``model`` in DistributedDataParallel (which leaves BYOL's EMA target
+        out of the all-reduce and broadcasts rank 0's weights, so all start alike), or ``model`` itself."""
         if not self.distributed:
             return model
         device_ids = [self.device] if self.device.type == "cuda" else None
@@ -104,10 +99,8 @@ class Context:
         return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)])
 
     def on_main(self, fn: Callable[[], T]) -> T:
-        """Runs ``fn`` on rank 0 only and returns its result on every process.
-
-        An exception in ``fn`` is raised on every process (so none waits forever for the others).
-        """
+        """Runs ``fn`` on rank 0 only and returns its result, or raises its exception, on every process (so none
+        waits forever for the others)."""
         if not self.distributed:
             return fn()
         payload = [None]
@@ -125,11 +118,8 @@ class Context:
         return value
 
     def check_replicas(self, model: nn.Module, step: int) -> None:
-        """Stops if the weights (online and EMA target) differ between processes.
-
-        Equal averaged gradients give equal optimiser steps and equal EMA updates; any difference means
-        the processes no longer train one model (e.g. a model changed on one rank only).
-        """
+        """Stops if the weights (online and EMA target) differ between processes: equal averaged gradients give
+        equal steps, so a difference means they no longer train one model (e.g. one changed on one rank only)."""
         if not self.distributed:
             return
         named = [(n, p.detach()) for n, p in model.named_parameters()]
@@ -144,11 +134,8 @@ class Context:
 
 
 def setup(device: str = "auto") -> Context:
-    """The context of this process: joins torchrun's process group when there are several processes.
-
-    ``device``: ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` on a multi-GPU node; ``cpu`` runs every
-    process on the CPU (the gloo backend). NCCL is used between GPUs.
-    """
+    """The context of this process: joins torchrun's process group when there are several processes (NCCL
+    between GPUs, each ``cuda:LOCAL_RANK``; gloo with ``device="cpu"``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     target = pick_device(device)
     if world == 1:
@@ -183,11 +170,8 @@ def cleanup() -> None:
 
 
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm over the global batch for CPU tensors: mean and variance from all-reduced sums.
-
-    Used only where torch's ``SyncBatchNorm`` refuses to run (CPU training under gloo). In eval mode,
-    or outside a process group, it is plain BatchNorm.
-    """
+    """BatchNorm over the global batch for CPU tensors (under gloo, where torch's ``SyncBatchNorm`` refuses to
+    run): mean and variance from all-reduced sums. In eval mode or in one process it is plain BatchNorm."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:

@@ -7,14 +7,10 @@ from byol_lite.training.runs import RunDir
 
 
 class NonFiniteGuard:
-    """Catches a NaN/inf loss or gradient at the step it happens, before it reaches the weights.
-
-    By default the run stops with :class:`FloatingPointError` naming the step, the learning rate
-    and the loss terms (or parameters) that are not finite; the checkpoint on disk is the last
-    good one, as nothing is saved after a bad step. With ``skip=True`` the batch is skipped
-    instead -- no optimiser step, no EMA update, and BatchNorm running statistics put back as
-    they were before the batch -- and counted in :attr:`skipped`.
-    """
+    """Catches a NaN/inf loss or gradient before it reaches the weights: the run stops with a
+    :class:`FloatingPointError` naming the step, the LR and what is not finite (the checkpoint on disk is the
+    last good one), or with ``skip=True`` the batch is skipped -- no optimiser step, no EMA update, BatchNorm
+    statistics put back -- and counted in :attr:`skipped`."""
 
     def __init__(self, run: RunDir, skip: bool = False, advice: str = "", skipped: int = 0):
         self.run, self.skip, self.advice, self.skipped = run, skip, advice, skipped

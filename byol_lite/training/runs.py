@@ -169,11 +169,8 @@ class RunDir:
         self.last_saved_step = state.get("step")
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict], dict]:
-        """Continues from ``last.pt``: loads model and optimizer, drops metrics rows logged after it.
-
-        Returns ``(step, history, state)`` -- ``(0, [], {})`` when there is no checkpoint yet (a run
-        killed before its first one), whose rows are all dropped so they are not logged twice.
-        """
+        """``(step, history, state)`` of ``last.pt``, loaded into model and optimizer; metrics rows logged after it
+        are dropped (all of them, with ``(0, [], {})``, when a run was killed before its first checkpoint)."""
         if not self.checkpoint_path.is_file():
             self.truncate_metrics(0)
             return 0, [], {}
