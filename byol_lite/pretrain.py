@@ -128,12 +128,6 @@ def loss_terms(out: BYOLOutput) -> dict[str, float | str]:
             "non-finite outputs": ", ".join(bad) or "none"}
 
 
-def _probe_batch(images, n: int = 256) -> torch.Tensor:
-    """A fixed batch of un-augmented images for the effective-rank measurement."""
-    cached = in_memory(images)
-    return cached[:n] if cached is not None else torch.stack([images[i] for i in range(min(n, len(images)))])
-
-
 def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> RunResult:
     """Runs (or resumes) BYOL pretraining; ``params`` override ``config`` fields by name. ``dataset``: uint8
     images ``[N, 3, S, S]``, a tensor or a Dataset (default: those ``config.data`` names)."""
@@ -150,7 +144,8 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
     with trainer.open(config, model, optimizer, total, dataset_fingerprint(images), desc="BYOL pretraining",
                       advice="Lower base_lr, or check the input images.",
                       on_save=lambda folder: save_backbone(model.encoder, folder / "backbone.pt")):
-        probe = _probe_batch(images) if config.rank_every else None
+        # fixed, un-augmented images for the effective-rank measurement
+        probe = torch.stack([images[i] for i in range(min(256, len(images)))]) if config.rank_every else None
         source = images if config.objective == "global" else with_regions(images, config.num_regions, config.fh_scale,
                                                                           config.num_workers, config.progress)
         order = BatchPlan(range(len(images)), config.batch_size, config.seed, trainer.step, total, rows, drop_last=True)

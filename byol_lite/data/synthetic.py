@@ -90,31 +90,28 @@ def _photo_crop(rng: np.random.Generator, size: int, min_frac: float, max_frac: 
 # --------------------------------------------------------------------------- shapes
 def _shape_polygon(cls: int, rng: np.random.Generator) -> np.ndarray:
     """Outline of class ``cls`` ([N, 2]) scaled to the unit disc's area, so no class is bigger on average."""
-    poly = _raw_polygon(cls, rng)
-    x, y = poly[:, 0], poly[:, 1]
-    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-    return poly * np.sqrt(np.pi / area)
-
-
-def _raw_polygon(cls: int, rng: np.random.Generator) -> np.ndarray:
     if cls == 1:                                   # ellipse
         t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
-        return np.stack([np.cos(t), np.sin(t)], 1)
-    if cls == 2:                                   # rectangle
-        return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) * 0.85
-    if cls == 3:                                   # triangle (vertices jittered)
+        poly = np.stack([np.cos(t), np.sin(t)], 1)
+    elif cls == 2:                                 # rectangle
+        poly = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) * 0.85
+    elif cls == 3:                                 # triangle (vertices jittered)
         t = np.deg2rad(np.array([90.0, 210.0, 330.0]) + rng.uniform(-12, 12, 3))
-        return np.stack([np.cos(t), np.sin(t)], 1) * 1.2
-    if cls == 4:                                   # five-pointed star
+        poly = np.stack([np.cos(t), np.sin(t)], 1) * 1.2
+    elif cls == 4:                                 # five-pointed star
         inner = rng.uniform(0.45, 0.6)
         t = np.pi / 2 + np.arange(10) * np.pi / 5
         r = np.where(np.arange(10) % 2 == 0, 1.2, 1.2 * inner)
-        return np.stack([r * np.cos(t), r * np.sin(t)], 1)
-    if cls == 5:                                   # cross (plus sign)
+        poly = np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    elif cls == 5:                                 # cross (plus sign)
         a, b = 1.0, rng.uniform(0.3, 0.45)
-        return np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b],
+        poly = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b],
                          [-a, b], [-a, -b], [-b, -b]])
-    raise ValueError(f"unknown shape class {cls}")
+    else:
+        raise ValueError(f"unknown shape class {cls}")
+    x, y = poly[:, 0], poly[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return poly * np.sqrt(np.pi / area)
 
 
 def _coverage(poly: np.ndarray, size: int) -> np.ndarray:

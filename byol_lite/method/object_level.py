@@ -56,11 +56,6 @@ def segment_regions(image: torch.Tensor, num_regions: int, scale: float) -> torc
     return torch.from_numpy(assign[seg].astype(np.uint8))
 
 
-def _check_num_regions(num_regions: int) -> None:
-    if not 1 <= num_regions <= 255:
-        raise ValueError(f"num_regions={num_regions}: region ids are stored as uint8, choose 1 to 255")
-
-
 class _Segment(torch.utils.data.Dataset):
     def __init__(self, images, num_regions: int, scale: float):
         self.images, self.num_regions, self.scale = images, num_regions, scale
@@ -76,7 +71,8 @@ def region_masks(images, num_regions: int = 8, scale: float = 100.0, workers: in
                  progress: bool = False) -> torch.Tensor:
     """uint8 ``[N, h, w]`` region maps of uint8 images ``[N, 3, H, W]`` or a Dataset of them
     (8-12 ms per image of 80 px or more on one core; ``workers`` DataLoader processes share the work)."""
-    _check_num_regions(num_regions)
+    if not 1 <= num_regions <= 255:
+        raise ValueError(f"num_regions={num_regions}: region ids are stored as uint8, choose 1 to 255")
     segments = _Segment(images, num_regions, scale)
     # (the sampler bounds the indices: a Dataset may not raise IndexError past its end)
     loader = torch.utils.data.DataLoader(segments, batch_size=None, num_workers=workers)
@@ -98,8 +94,7 @@ def cached_region_masks(dataset, num_regions: int = 8, scale: float = 100.0, wor
     method's settings (new images or settings: new masks)."""
     from byol_lite.data.fingerprint import dataset_fingerprint
 
-    _check_num_regions(num_regions)
-    identity = dataset_fingerprint(dataset)
+    identity = dataset_fingerprint(dataset)   # (a bad num_regions is refused by region_masks, before any cache)
     if identity.endswith(f" items of {type(dataset).__name__}"):     # no content or file identity: never reuse
         return region_masks(dataset, num_regions, scale, workers, progress)
     key = hashlib.sha1(f"{identity}|{num_regions}|{scale}|{FH_SIGMA}|{FH_MIN_FRACTION}|"

@@ -23,11 +23,6 @@ def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
     return names[:n] + [str(i) for i in range(len(names), n)]
 
 
-def _as_hwc(image) -> np.ndarray:
-    a = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    return a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a
-
-
 def show_segmentation(images, targets=None, preds=None, class_names: Sequence[str] | None = None,
                       max_images: int = 4, panel_size: float = 2.2) -> Figure:
     """One row per image: the image, its ground truth and/or prediction in VOC colours (void in cream),
@@ -42,12 +37,12 @@ def show_segmentation(images, targets=None, preds=None, class_names: Sequence[st
     for i in range(n):
         for j, (title, data) in enumerate(columns):
             ax = axes[i, j]
+            a = np.asarray(data[i].detach().cpu() if isinstance(data[i], torch.Tensor) else data[i])
             if j == 0:
-                ax.imshow(_as_hwc(data[i]))
+                ax.imshow(a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a)
             else:
-                mask = np.asarray(data[i].cpu() if isinstance(data[i], torch.Tensor) else data[i])
-                present.update(int(v) for v in np.unique(mask) if v != 255)
-                ax.imshow(colorize(mask), interpolation="nearest")
+                present.update(int(v) for v in np.unique(a) if v != 255)
+                ax.imshow(colorize(a), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
                 ax.set_title(title)
@@ -167,7 +162,6 @@ def plot_label_efficiency(rows: Sequence[dict], metric: str = "miou") -> Figure:
     ax = fig.axes[0]
     fractions = sorted({r["label_fraction"] for r in rows})
     ax.set_xticks(fractions, [f"{100 * f:g}%" for f in fractions])
-    ax.minorticks_off()
     ax.set_xlabel("fraction of the labeled training pool used")
     ax.set_ylabel("mIoU" if metric == "miou" else metric)
     return fig

@@ -50,14 +50,9 @@ def step_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch``'s permutation of the training items."""
-    return seed * 100_003 + epoch
-
-
 class BatchPlan:
     """The keys of the batches of steps ``start..total-1``: consecutive items of an endless stream of
-    per-epoch permutations of ``indices`` (from :func:`epoch_seed`). ``drop_last``: epochs of whole batches
+    per-epoch permutations of ``indices`` (seeded by seed and epoch). ``drop_last``: epochs of whole batches
     (pretraining's); ``rows``: this process's disjoint share of every batch; ``item_seeds``: keys are
     ``(index, seed)``, an augmentation seed per item (fine-tuning's crops)."""
 
@@ -77,7 +72,7 @@ class BatchPlan:
             for j in range(self.batch_size)[self.rows]:
                 e, offset = divmod(step * self.batch_size + j, self.epoch_length)
                 if e != epoch:
-                    gen = torch.Generator().manual_seed(epoch_seed(self.seed, e))
+                    gen = torch.Generator().manual_seed(self.seed * 100_003 + e)
                     epoch, perm = e, torch.randperm(len(self.indices), generator=gen).tolist()
                 index = self.indices[perm[offset]]
                 keys.append((index, step_seed(self.seed, step) * 4096 + j) if self.item_seeds else index)
