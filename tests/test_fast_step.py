@@ -37,12 +37,23 @@ def setup():
     return model, v1, v2, step(model, v1, v2)
 
 
+def relative_errors(grads, ref_grads) -> list[float]:
+    """Per tensor ‖g − r‖ / ‖r‖, the measure float32 reordering keeps small whatever the CPU. Tensors whose
+    true gradient is zero (the heads' Linear biases just before a BatchNorm: ‖r‖ ~1e-7, pure rounding)
+    are measured against the whole gradient's norm instead."""
+    total = torch.cat([r.flatten() for r in ref_grads]).norm()
+    return [float((g - r).norm() / (r.norm() if r.norm() > 1e-6 * total else total))
+            for g, r in zip(grads, ref_grads)]
+
+
 def test_channels_last_step_equals_the_plain_step(setup):
     model, v1, v2, (ref_loss, ref_grads) = setup
     loss, grads = step(model, v1, v2, channels_last=True)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-5 * r.abs().max().item() + 1e-7)
+    # Measured on an AMD EPYC with AVX512: at most 2.8e-5 (median 1.5e-5). Views that differ by 1e-3 in one
+    # image of the 8 move each tensor by 1e-3 or more (median 0.14; the three zero-gradient biases aside),
+    # so 2e-4 still tells a different step.
+    assert max(relative_errors(grads, ref_grads)) < 2e-4
 
 
 def test_bf16_channels_last_step_follows_the_plain_step(setup):
