@@ -4,8 +4,9 @@ Sharp edges this module gets right (each has a test in ``tests/test_byol.py``):
 - the predictor exists on the online side only (``predictor_side="target"`` is the seed article's
   error, kept as an explicit ablation for the book's chapter 2);
 - the target never receives gradients and changes only through the EMA;
-- the loss is symmetric, and the two directions are *summed* (averaging halves the
-  effective learning rate under LARS);
+- the loss is symmetric, and the two directions are *summed*, as in the paper (a mean would halve
+  SGD's steps; under LARS the trust ratio cancels it for the weights, and only the excluded biases
+  and norms would take half steps: book chapter 3);
 - both views go through both networks separately, so BatchNorm statistics are per view,
   as in the official implementation; the target runs in training mode (batch statistics).
 """
