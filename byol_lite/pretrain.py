@@ -80,6 +80,10 @@ class PretrainConfig(RunConfig):
         self.data = resolve_source(self.data, self.data_root)    # run folders record what was read
         super().__post_init__()
 
+    def tau(self, step: int, total_steps: int) -> float:
+        """The target's EMA rate at ``step`` of ``total_steps``: cosine from base_tau to 1, or base_tau throughout."""
+        return cosine_tau(step, total_steps, self.base_tau) if self.tau_schedule == "cosine" else self.base_tau
+
     def schedule(self, num_images: int) -> Schedule:
         """Steps per epoch (whole batches of the images), total steps, warm-up steps and peak LR of this run."""
         steps_per_epoch = num_images // self.batch_size
@@ -161,7 +165,7 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
             with trainer.forward():
                 out = trainer.train_model(view1, view2, *masks)
             loss = ctx.mean(out.loss)   # the global batch's loss: every process takes the same decisions on it
-            tau = cosine_tau(step, total, config.base_tau) if config.tau_schedule == "cosine" else config.base_tau
+            tau = config.tau(step, total)
             if trainer.update(out.loss, loss, lr, lambda: loss_terms(out)):
                 model.update_target(tau)
 

@@ -88,3 +88,12 @@ def test_non_defaults_lists_exactly_the_fields_a_run_changed():
     config = from_params(PretrainConfig, {"max_steps": "12", "width": 8, "base_tau": 0.99, "data_root": "/voc"})
     # base_tau equals its default: not a change; data_root alone also resolves data="auto" to voc
     assert non_defaults(config) == {"max_steps": 12, "width": 8, "data_root": "/voc", "data": "voc"}
+
+
+def test_tau_follows_the_configured_schedule():
+    cosine = PretrainConfig(base_tau=0.99)
+    assert cosine.tau(0, 100) == 0.99
+    assert cosine.tau(50, 100) == pytest.approx(0.995)          # halfway up the cosine from 0.99 to 1
+    assert cosine.tau(99, 100) > 0.9999
+    constant = PretrainConfig(base_tau=0.99, tau_schedule="constant")
+    assert [constant.tau(k, 100) for k in (0, 50, 99)] == [0.99] * 3
