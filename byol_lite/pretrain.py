@@ -51,6 +51,8 @@ class PretrainConfig(RunConfig):
     predictor_side: str = option("online", "where the predictor sits: online (the paper) or target (the seed "
                                  "article's error, an ablation: a frozen random predictor after the target's "
                                  "projector, none online)", list(PREDICTOR_SIDES))
+    fuse_views: bool = option(False, "forward both views as one batch, each normalised by its own BatchNorm "
+                                     "statistics (same values as separate forwards; byol_lite.method.view_norm)")
     objective: str = option("global", "global: BYOL on whole images; object: DetCon-B, the BYOL loss per "
                                       "unsupervised region (byol_lite.method.object_level)", ["global", "object"])
     num_regions: int = option(8, "objective=object: regions per image (Felzenszwalb segments merged to this many)",
@@ -97,7 +99,7 @@ def build_model(config: PretrainConfig) -> BYOL:
     encoder = build_backbone(config.backbone, stem=config.stem, width=config.width, image_size=config.image_size)
     model_class = ObjectBYOL if config.objective == "object" else BYOL
     return model_class(encoder, config.proj_hidden, config.proj_dim, config.pred_hidden, predictor=config.predictor,
-                       predictor_side=config.predictor_side)
+                       predictor_side=config.predictor_side, fuse_views=config.fuse_views)
 
 
 def build_augment(config: PretrainConfig) -> BYOLAugment:

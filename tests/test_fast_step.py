@@ -56,6 +56,57 @@ def test_channels_last_step_equals_the_plain_step(setup):
     assert max(relative_errors(grads, ref_grads)) < 2e-4
 
 
+def _buffers(model):
+    return [b.float() for b in model.buffers() if b.is_floating_point()]
+
+
+def _fused_and_separate(model, inputs):
+    """The loss, gradients and BatchNorm running statistics of one step, views fused and separate."""
+    results = []
+    for fuse in (False, True):
+        m = copy.deepcopy(model)
+        m.fuse_views = fuse
+        out = m(*inputs)
+        out.loss.backward()
+        results.append((out, [p.grad for p in m.trainable_parameters()], _buffers(m)))
+    return results
+
+
+def test_fused_views_step_equals_the_separate_step(setup):
+    """One forward of both views with per-view BatchNorm statistics gives the outputs, gradients and
+    running statistics of two forwards. A plain BatchNorm over the joined batch (mixed statistics)
+    changes the loss, which this tolerance catches."""
+    model, v1, v2, _ = setup
+    (ref, ref_grads, ref_bufs), (out, grads, bufs) = _fused_and_separate(model, (v1, v2))
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-6)
+    for a, b in ((out.online_pred, ref.online_pred), (out.target_proj, ref.target_proj)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert max(relative_errors(grads, ref_grads)) < 2e-4
+    assert max(relative_errors(bufs, ref_bufs)) < 1e-5       # running means/vars updated once per view
+    mixed = copy.deepcopy(model)
+    joined = mixed.online["projector"](mixed.online["encoder"](torch.cat([v1, v2]))[0])
+    assert not torch.allclose(joined[: len(v1)], ref.online_proj[: len(v1)], rtol=1e-3, atol=1e-3)
+
+
+def test_fused_views_object_level_step_equals_the_separate_step(setup):
+    """Object-level BYOL: the kept regions of both views form one batch of two equal halves."""
+    from byol_lite.method.augment import ViewConfig, sample_params
+    from byol_lite.method.object_level import ObjectBYOL, view_masks
+
+    geometry = ViewConfig(crop_scale=(0.3, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+    model, v1, v2, _ = setup
+    obj = ObjectBYOL(copy.deepcopy(model.encoder), 128, 32, 128)
+    gen = torch.Generator().manual_seed(3)
+    regions = torch.randint(0, 3, (len(v1), 1, 8, 8), generator=gen).repeat_interleave(5, -1)
+    regions = regions.repeat_interleave(5, -2).to(torch.uint8)
+    masks = [view_masks(regions, sample_params(len(v1), 40, 40, geometry, gen), 32, 3) for _ in range(2)]
+    (ref, ref_grads, ref_bufs), (out, grads, bufs) = _fused_and_separate(obj, (v1, v2, *masks))
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-6)
+    assert max(relative_errors(grads, ref_grads)) < 2e-4
+    assert max(relative_errors(bufs, ref_bufs)) < 1e-5
+
+
 def test_bf16_channels_last_step_follows_the_plain_step(setup):
     """bf16 keeps ~3 significant digits, so only approximately: the loss agrees to 1% and the whole
     gradient points the same way (cosine 0.83 at batch 8 and 0.89 at batch 32 when measured; the

@@ -7,8 +7,9 @@ Sharp edges this module gets right (each has a test in ``tests/test_byol.py``):
 - the loss is symmetric, and the two directions are *summed*, as in the paper (a mean would halve
   SGD's steps; under LARS the trust ratio cancels it for the weights, and only the excluded biases
   and norms would take half steps: book chapter 3);
-- both views go through both networks separately, so BatchNorm statistics are per view,
-  as in the official implementation; the target runs in training mode (batch statistics).
+- BatchNorm statistics are per view, as in the official implementation (which forwards the views
+  separately; ``fuse_views=True`` forwards them as one batch with the same per-view statistics,
+  ``method/view_norm.py``); the target runs in training mode (batch statistics).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from byol_lite.method.heads import MLPHead
+from byol_lite.method.view_norm import per_view_batch_norm
 
 
 def regression_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -72,8 +74,10 @@ class BYOL(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, proj_hidden: int = 4096, proj_dim: int = 256,
-                 pred_hidden: int = 4096, predictor: bool = True, predictor_side: str = "online"):
+                 pred_hidden: int = 4096, predictor: bool = True, predictor_side: str = "online",
+                 fuse_views: bool = False):
         super().__init__()
+        self.fuse_views = fuse_views
         if predictor_side not in PREDICTOR_SIDES:
             raise ValueError(f"predictor_side={predictor_side!r}; valid values are: {', '.join(PREDICTOR_SIDES)}")
         if predictor_side == "target" and not predictor:
@@ -109,10 +113,20 @@ class BYOL(nn.Module):
     def _target(self, x):
         return self.target_predictor(self.target["projector"](self._represent(self.target["encoder"], x)))
 
+    def _join(self, view1, view2):
+        """The two views as one batch, view 1 first (what ``fuse_views`` forwards)."""
+        return torch.cat([view1, view2])
+
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> BYOLOutput:
-        p1, z1 = self._online(view1)
-        p2, z2 = self._online(view2)
-        t1, t2 = self._target(view1), self._target(view2)
+        if self.fuse_views:
+            both = self._join(view1, view2)
+            with per_view_batch_norm(self):
+                (p1, p2), (z1, z2) = (t.chunk(2) for t in self._online(both))
+                t1, t2 = self._target(both).chunk(2)
+        else:
+            p1, z1 = self._online(view1)
+            p2, z2 = self._online(view2)
+            t1, t2 = self._target(view1), self._target(view2)
         directions = regression_loss(p1, t2).mean(), regression_loss(p2, t1).mean()
         return BYOLOutput(directions[0] + directions[1], torch.cat([z1, z2]), torch.cat([p1, p2]), torch.cat([t1, t2]), directions)
 

@@ -201,5 +201,10 @@ class ObjectBYOL(BYOL):
         keep = present(masks1) & present(masks2)
         return super().forward(RegionView(view1, masks1, keep), RegionView(view2, masks2, keep))
 
+    def _join(self, view1: RegionView, view2: RegionView) -> RegionView:
+        # both views keep the same regions, so the heads' batch still splits into two equal halves
+        return RegionView(torch.cat([view1.image, view2.image]), torch.cat([view1.masks, view2.masks]),
+                          torch.cat([view1.keep, view2.keep]))
+
     def _represent(self, encoder, view: RegionView) -> torch.Tensor:
         return pool_regions(encoder(view.image)[1], view.masks)[view.keep]
