@@ -66,8 +66,11 @@ class ByolLite:
                 cfg.precision = opt
             elif opt in ("cl", "nocl"):
                 cfg.channels_last = opt == "cl"
+            elif opt == "fuse":
+                cfg.fuse_views = True
             elif opt != "default":
-                raise SystemExit(f"unknown byol_lite variant {opt!r} in --ours: use default, fp32, bf16, cl, nocl")
+                raise SystemExit(f"unknown byol_lite variant {opt!r} in --ours: use default, fp32, bf16, cl, nocl, "
+                                 "fuse")
         self.channels_last = resolve_channels_last(device, cfg.channels_last)
         self.model = build_model(cfg).to(device)
         if self.channels_last:
@@ -223,7 +226,14 @@ def worker(args) -> None:
     else:
         raise SystemExit(f"unknown contender {name!r}")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print("ready", flush=True)
+    flops = None
+    if not args.compile:     # FLOPs of one step (forward + backward; what MFU counts), on views made beforehand
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            contender.step(model_only=True)
+        flops = counter.get_total_flops() / args.batch
+    print("ready", json.dumps({"flops_per_image": flops}), flush=True)
     for line in sys.stdin:
         mode, steps = line.split()
         model_only = mode == "model"
@@ -267,6 +277,8 @@ def main(argv=None) -> None:
                         "with bf16 instructions, else fp32) or '+'-joined fp32/bf16 and cl/nocl")
     p.add_argument("--peers", default="lightly,byol-pytorch")
     p.add_argument("--compile", action="store_true", help="torch.compile byol_lite's model")
+    p.add_argument("--peak-tflops", type=float, help="the device's dense peak at the step's precision (H100/H200 "
+                                                       "SXM bf16: 989), to report the MFU of end-to-end steps")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -282,12 +294,14 @@ def main(argv=None) -> None:
                   f"-c requirements.txt)")
     passthrough = list(argv if argv is not None else sys.argv[1:])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    procs = {}
+    procs, flops = {}, {}
     for name in names:
         procs[name] = subprocess.Popen([sys.executable, __file__, *passthrough, "--worker", name], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        if procs[name].stdout.readline().strip() != "ready":
+        word, _, info = procs[name].stdout.readline().partition(" ")
+        if word != "ready":
             raise SystemExit(f"worker {name} failed to start (its error is above)")
+        flops[name] = json.loads(info)["flops_per_image"]
 
     def ask(name, mode, steps):
         procs[name].stdin.write(f"{mode} {steps}\n")
@@ -315,9 +329,18 @@ def main(argv=None) -> None:
     print(f"\n{args.backbone}, {args.image_size} px, batch {args.batch}, {args.threads} threads, {args.device}; "
           f"median of {args.windows} windows x {args.steps} steps; load average {os.getloadavg()[0]:.2f}")
     print(f"{'contender':<20}{'end-to-end img/s':>18}{'model-only img/s':>18}{'e2e/model':>11}{mem_kind:>15}")
+    # byol_lite's variants all compute the same step: a compiled one takes the eager count
+    ours_flops = next((f for n, f in flops.items() if n.startswith("byol_lite") and f), None)
+    flops = {n: f or (ours_flops if n.startswith("byol_lite") else None) for n, f in flops.items()}
+    achieved = {n: median[n, "e2e"] * flops[n] / 1e12 for n in names if flops[n]}
     for name in names:
         e2e, mod = median[name, "e2e"], median[name, "model"]
-        print(f"{name:<20}{e2e:>18.1f}{mod:>18.1f}{e2e / mod:>11.2f}{memory[name]:>15.0f}")
+        line = f"{name:<20}{e2e:>18.1f}{mod:>18.1f}{e2e / mod:>11.2f}{memory[name]:>15.0f}"
+        if name in achieved:
+            line += f"{flops[name] / 1e9:>10.1f} GFLOP/img {achieved[name]:.3f} TFLOP/s"
+            if args.peak_tflops:
+                line += f" MFU {achieved[name] / args.peak_tflops:.1%}"
+        print(line)
     ratios = {}
     for ours in (n for n in names if n.startswith("byol_lite")):
         for peer in (n for n in names if not n.startswith("byol_lite")):
@@ -329,6 +352,9 @@ def main(argv=None) -> None:
                                                                               median.items()},
                                                "samples": {f"{n} {m}": v for (n, m), v in samples.items()},
                                                "memory_mb": memory, "ratios": ratios,
+                                               "flops_per_image": flops, "e2e_tflops": achieved,
+                                               "mfu": {n: a / args.peak_tflops for n, a in achieved.items()}
+                                               if args.peak_tflops else None,
                                                "loadavg": os.getloadavg()}, indent=1))
 
 
