@@ -139,6 +139,9 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
     images ``[N, 3, S, S]``, a tensor or a Dataset (default: those ``config.data`` names)."""
     config = PretrainConfig.of(config, **params)
     trainer = Trainer(config)
+    if config.fuse_views and trainer.ctx.distributed:
+        raise ValueError("fuse_views=True under torchrun: SyncBatchNorm would share statistics across the two "
+                         "views; leave fuse_views off for multi-process runs")
     model = trainer.prepare(build_model(config))
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
     images = dataset if dataset is not None else unlabeled_dataset(

@@ -11,6 +11,7 @@ from torchvision.transforms.functional import adjust_hue
 
 from byol_lite import BYOL, build_backbone
 from byol_lite.method.augment import BYOLAugment, _shift_hue
+from byol_lite.method.view_norm import split_batch_norm_by_view
 from byol_lite.device import autocast, resolve_channels_last, resolve_precision
 
 CPU = torch.device("cpu")
@@ -65,7 +66,9 @@ def _fused_and_separate(model, inputs):
     results = []
     for fuse in (False, True):
         m = copy.deepcopy(model)
-        m.fuse_views = fuse
+        if fuse:
+            m.fuse_views = True
+            split_batch_norm_by_view(m)
         out = m(*inputs)
         out.loss.backward()
         results.append((out, [p.grad for p in m.trainable_parameters()], _buffers(m)))

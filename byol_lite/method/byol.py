@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from byol_lite.method.heads import MLPHead
-from byol_lite.method.view_norm import per_view_batch_norm
+from byol_lite.method.view_norm import split_batch_norm_by_view
 
 
 def regression_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -92,6 +92,8 @@ class BYOL(nn.Module):
         self.target_predictor = nn.Identity() if online_side else head
         self.target.requires_grad_(False)
         self.target_predictor.requires_grad_(False)
+        if fuse_views:
+            split_batch_norm_by_view(self)
 
     @property
     def encoder(self) -> nn.Module:
@@ -120,9 +122,8 @@ class BYOL(nn.Module):
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> BYOLOutput:
         if self.fuse_views:
             both = self._join(view1, view2)
-            with per_view_batch_norm(self):
-                (p1, p2), (z1, z2) = (t.chunk(2) for t in self._online(both))
-                t1, t2 = self._target(both).chunk(2)
+            (p1, p2), (z1, z2) = (t.chunk(2) for t in self._online(both))
+            t1, t2 = self._target(both).chunk(2)
         else:
             p1, z1 = self._online(view1)
             p2, z2 = self._online(view2)
