@@ -33,7 +33,7 @@ book: $(STAMP)
 BENCH_STAMP := .venv/.bench-installed
 $(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
 	$(PY) -m pip install -q -r benchmarks/requirements.txt -c requirements.txt 2>&1 | grep -v 'is ignored' || true
-	$(PY) -c "import lightly, byol_pytorch" && touch $(BENCH_STAMP)
+	$(PY) -c "import lightly, byol_pytorch, kornia" && touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	uptime

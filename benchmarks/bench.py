@@ -61,6 +61,7 @@ class ByolLite:
         cfg = PretrainConfig(backbone=args.backbone, stem="imagenet", image_size=args.image_size,
                              batch_size=args.batch, proj_hidden=PROJ_HIDDEN, pred_hidden=PROJ_HIDDEN,
                              proj_dim=PROJ_DIM)
+        compile_mode = False
         for opt in filter(None, variant.split("+")):   # "bf16+cl": precision bf16, channels_last on
             if opt in ("fp32", "bf16"):
                 cfg.precision = opt
@@ -68,15 +69,18 @@ class ByolLite:
                 cfg.channels_last = opt == "cl"
             elif opt == "fuse":
                 cfg.fuse_views = True
+            elif opt in ("compile", "autotune"):
+                compile_mode = "max-autotune-no-cudagraphs" if opt == "autotune" else None
             elif opt != "default":
                 raise SystemExit(f"unknown byol_lite variant {opt!r} in --ours: use default, fp32, bf16, cl, nocl, "
-                                 "fuse")
+                                 "fuse, compile (inductor's default mode), autotune (max-autotune-no-cudagraphs)")
         self.channels_last = resolve_channels_last(device, cfg.channels_last)
         self.model = build_model(cfg).to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if args.compile:
-            self.model.compile()
+        self.compiled = compile_mode is not False
+        if self.compiled:
+            self.model.compile(mode=compile_mode)
         self.optimizer = build_optimizer(cfg.optimizer, self.model.trainable_parameters(), 0.1, cfg.weight_decay)
         self.augment = build_augment(cfg)
         self.autocast = lambda: autocast(device, cfg.precision)
@@ -227,7 +231,8 @@ def worker(args) -> None:
         raise SystemExit(f"unknown contender {name!r}")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     flops = None
-    if not args.compile:     # FLOPs of one step (forward + backward; what MFU counts), on views made beforehand
+    if not getattr(contender, "compiled", False):
+        # FLOPs of one step (forward + backward: what MFU counts), on views made beforehand
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
@@ -274,9 +279,9 @@ def main(argv=None) -> None:
     p.add_argument("--pool", type=int, default=512, help="distinct images cycled through")
     p.add_argument("--ours", default="default,fp32+cl,fp32+nocl",
                    help="byol_lite variants: 'default' (its defaults: channels_last; bf16 on CUDA and on CPUs "
-                        "with bf16 instructions, else fp32) or '+'-joined fp32/bf16 and cl/nocl")
+                        "with bf16 instructions, else fp32) or '+'-joined fp32/bf16, cl/nocl, fuse (both views in "
+                        "one forward), compile/autotune (torch.compile, default or max-autotune-no-cudagraphs)")
     p.add_argument("--peers", default="lightly,byol-pytorch")
-    p.add_argument("--compile", action="store_true", help="torch.compile byol_lite's model")
     p.add_argument("--peak-tflops", type=float, help="the device's dense peak at the step's precision (H100/H200 "
                                                        "SXM bf16: 989), to report the MFU of end-to-end steps")
     p.add_argument("--json", help="also write the results to this file")
@@ -309,9 +314,10 @@ def main(argv=None) -> None:
         return json.loads(procs[name].stdout.readline())
 
     modes = ("e2e", "model")
+    warmup_s = {}      # the untimed first steps: where torch.compile spends its compile time
     for name in names:
         for mode in modes:
-            ask(name, mode, args.warmup)
+            warmup_s[name, mode] = args.warmup * args.batch / ask(name, mode, args.warmup)["ips"]
     samples = {(n, m): [] for n in names for m in modes}
     memory = {}
     for _ in range(args.windows):
@@ -336,6 +342,7 @@ def main(argv=None) -> None:
     for name in names:
         e2e, mod = median[name, "e2e"], median[name, "model"]
         line = f"{name:<20}{e2e:>18.1f}{mod:>18.1f}{e2e / mod:>11.2f}{memory[name]:>15.0f}"
+        line += f"{warmup_s[name, 'e2e']:>8.1f} s warm-up"
         if name in achieved:
             line += f"{flops[name] / 1e9:>10.1f} GFLOP/img {achieved[name]:.3f} TFLOP/s"
             if args.peak_tflops:
@@ -352,6 +359,7 @@ def main(argv=None) -> None:
                                                                               median.items()},
                                                "samples": {f"{n} {m}": v for (n, m), v in samples.items()},
                                                "memory_mb": memory, "ratios": ratios,
+                                               "warmup_s": {f"{n} {m}": v for (n, m), v in warmup_s.items()},
                                                "flops_per_image": flops, "e2e_tflops": achieved,
                                                "mfu": {n: a / args.peak_tflops for n, a in achieved.items()}
                                                if args.peak_tflops else None,
