@@ -61,10 +61,10 @@ def byol_diagram(model, base_tau: float | None = None,
     fs = 9
 
     def box(x, y, w, h, text, colour):
+        style = "round,pad=0.05,rounding_size=0.15"
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h,
-                                    boxstyle="round,pad=0.05,rounding_size=0.15",
-                                    facecolor=colour, edgecolor="black",
-                                    linewidth=0.8))
+                                    boxstyle=style, facecolor=colour,
+                                    edgecolor="black", linewidth=0.8))
         ax.text(x, y, text, ha="center", va="center", fontsize=fs,
                 linespacing=1.5)
 
