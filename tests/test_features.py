@@ -10,7 +10,8 @@ from byol_lite.segmentation.features import (cell_labels, dense_features,
                                              nearest_patches, object_pixel,
                                              pca_rgb, query_separation,
                                              retrieval_precision,
-                                             separation_auc, similarity_map)
+                                             position_share, separation_auc,
+                                             similarity_map)
 from byol_lite.segmentation.viz import show_features, show_nearest_patches
 
 
@@ -98,7 +99,9 @@ def test_object_pixel_lies_inside_the_object():
     mask[8:32, 16:40] = 3
     mask[8:32, 16] = 255                                     # a void border
     y, x, cls = object_pixel(mask, (5, 5))
-    assert cls == 3 and 1 <= y <= 3 and 2 <= x <= 4
+    # full cells: rows 1-3, columns 3-4 (column 2 has the void border);
+    # the innermost of them
+    assert (y, x, cls) == (2, 3, 3)
     assert object_pixel(torch.zeros(40, 40, dtype=torch.long), (5, 5))[2] == 0
 
 
@@ -167,3 +170,13 @@ def test_the_figures_have_a_panel_per_image_and_encoder():
     assert len(fig.axes) == 3 * 5 + 2                 # panels + colour bars
     fig = show_nearest_patches(images, feats, query=(0, 1, 2), k=3)
     assert len(fig.axes) == 2 * 4
+
+
+def test_position_share_is_one_for_a_fixed_map_and_small_for_noise():
+    g = torch.Generator().manual_seed(9)
+    fixed = torch.randn(1, 6, 5, 5, generator=g).expand(8, -1, -1, -1)
+    assert position_share(fixed + 0.0) == pytest.approx(1.0)
+    noise = torch.randn(400, 6, 5, 5, generator=g)
+    assert position_share(noise) < 0.01          # about 1/400
+    half = fixed + torch.randn(8, 6, 5, 5, generator=g) * fixed.std()
+    assert 0.3 < position_share(half) < 0.7

@@ -14,7 +14,9 @@ pretraining changed:
   closest to a query patch's, the retrieval a segmentation head can exploit.
 
 With ground-truth masks, :func:`query_separation` and
-:func:`retrieval_precision` turn the last two into numbers.
+:func:`retrieval_precision` turn the last two into numbers;
+:func:`position_share` measures how much of the features is where a pixel is
+rather than what it shows.
 """
 from __future__ import annotations
 
@@ -128,13 +130,18 @@ def object_pixel(mask: torch.Tensor, grid: tuple[int, int],
                  ignore_index: int = 255) -> tuple[int, int, int]:
     """``(y, x, class)``: the cell of a ``grid = (h, w)`` feature map over mask
     ``[H, W]`` with the largest share of object pixels (class 0 is the
-    background, ``ignore_index`` void; the first such cell), and the most
-    frequent object class in it; class 0 when the mask holds no object. Why
-    the largest share: a query well inside an object, not on its border."""
+    background, ``ignore_index`` void), of those the one whose 3×3
+    neighbourhood has the most (the image's outside counts as background),
+    and the most frequent object class in it; class 0 when the mask holds no
+    object. Why: a query well inside an object, away from its border and
+    from the image's, where a cell sees both."""
     h, w = grid
     fg = ((mask > 0) & (mask != ignore_index)).float()[None, None]
-    share = F.adaptive_avg_pool2d(fg, (h, w))[0, 0]
-    y, x = divmod(int(share.argmax()), w)
+    share = F.adaptive_avg_pool2d(fg, (h, w))
+    around = F.avg_pool2d(share, 3, stride=1, padding=1)[0, 0]
+    share = share[0, 0]
+    best = share >= share.max() - 1e-6
+    y, x = divmod(int(torch.where(best, around, -1.0).argmax()), w)
     if share[y, x] == 0:
         return y, x, 0
     big_h, big_w = mask.shape
@@ -220,3 +227,17 @@ def retrieval_precision(features: torch.Tensor, masks: torch.Tensor,
             best = torch.topk(scores.reshape(-1), k).indices
             out[i] = float((labels[best] == cls).float().mean())
     return out
+
+
+def position_share(features: torch.Tensor) -> float:
+    """The share of the features' variance (over all pixels of all ``N``
+    images, summed over channels) that the pixel's position alone explains:
+    the variance of the per-position mean over images, divided by the total.
+    1 when every image has the same feature map, near 0 when features do not
+    depend on where the pixel is. Why: zero padding lets a convolutional
+    network know where a pixel is, whatever the image shows."""
+    x = features.float()
+    total = x.var(dim=(0, 2, 3), unbiased=False).sum()
+    by_position = x.mean(0)
+    explained = (by_position - by_position.mean((1, 2), keepdim=True))
+    return float(explained.pow(2).mean((1, 2)).sum() / total)
