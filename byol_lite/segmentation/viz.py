@@ -1,5 +1,6 @@
 """Pictures of segmentation results: image / ground truth / prediction panels, per-class IoU, confusion matrix,
-mIoU against the number of labels and against the length of pretraining.
+mIoU against the number of labels and against the length of pretraining; and what encoders'
+features look like before any head is trained (:func:`show_features`, :func:`show_nearest_patches`).
 
 Every function returns a ``matplotlib.figure.Figure`` built without ``pyplot``: nothing accumulates in
 pyplot's global figure list, and a notebook shows a returned figure exactly once.
@@ -13,9 +14,11 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from byol_lite.data import VOC_CLASSES, VOC_PALETTE, colorize
+from byol_lite.segmentation.features import (nearest_patches, pca_rgb,
+                                             similarity_map)
 
 
 def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
@@ -164,4 +167,96 @@ def plot_label_efficiency(rows: Sequence[dict], metric: str = "miou") -> Figure:
     ax.set_xticks(fractions, [f"{100 * f:g}%" for f in fractions])
     ax.set_xlabel("fraction of the labeled training pool used")
     ax.set_ylabel("mIoU" if metric == "miou" else metric)
+    return fig
+
+
+def _rgb(image) -> np.ndarray:
+    a = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor)
+                   else image)
+    return a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a
+
+
+def show_features(images, features: dict, query: tuple[int, int, int],
+                  panel_size: float = 1.45) -> Figure:
+    """One row per image: the image, then for each encoder of ``features``
+    (name -> feature maps ``[N, C, h, w]`` of ``images``) the PCA colours of
+    its features (:func:`~byol_lite.segmentation.features.pca_rgb`, fitted
+    over all the images) and the cosine similarity of every pixel to pixel
+    ``query = (image, y, x)`` (marked ×), on one colour scale per encoder from
+    its lowest similarity to 1. Why side by side: what pretraining changed is
+    the difference between the columns, not any one of them."""
+    names = list(features)
+    n = len(images)
+    cols = 1 + 2 * len(names)
+    fig = Figure(figsize=(panel_size * cols, panel_size * n + 0.9),
+                 layout="constrained")
+    axes = np.asarray(fig.subplots(n, cols, squeeze=False))
+    qi, qy, qx = query
+    stride = images.shape[-1] / next(iter(features.values())).shape[-1]
+    for i in range(n):
+        axes[i, 0].imshow(_rgb(images[i]))
+        axes[i, 0].set_ylabel(f"image {i}", fontsize="small")
+    axes[qi, 0].plot((qx + 0.5) * stride - 0.5, (qy + 0.5) * stride - 0.5,
+                     "x", color="red", ms=8, mew=2)
+    axes[0, 0].set_title("image", fontsize="small")
+    for j, name in enumerate(names):
+        pca = pca_rgb(features[name])
+        sim = similarity_map(features[name], qi, qy, qx)
+        lo = float(sim.min())
+        for i in range(n):
+            axes[i, 1 + j].imshow(_rgb(pca[i]), interpolation="nearest")
+            im = axes[i, 1 + len(names) + j].imshow(
+                sim[i], cmap="viridis", vmin=lo, vmax=1,
+                interpolation="nearest")
+        axes[qi, 1 + len(names) + j].plot(qx, qy, "x", color="red", ms=8,
+                                          mew=2)
+        axes[0, 1 + j].set_title(f"PCA: {name}", fontsize="small")
+        axes[0, 1 + len(names) + j].set_title(f"similarity: {name}",
+                                              fontsize="small")
+        bar = fig.colorbar(im, ax=axes[:, 1 + len(names) + j],
+                           location="bottom", shrink=0.9, aspect=12)
+        bar.ax.tick_params(labelsize="x-small")
+        bar.set_label("cosine", fontsize="x-small")
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    return fig
+
+
+def show_nearest_patches(images, features: dict, query: tuple[int, int, int],
+                         k: int = 5, size: int = 1,
+                         panel_size: float = 1.2) -> Figure:
+    """One row per encoder of ``features`` (name -> feature maps of
+    ``images``): the query patch (``query = (image, y, x)``, its top-left
+    feature pixel, ``size × size`` feature pixels) and its ``k`` nearest
+    patches in the *other* images
+    (:func:`~byol_lite.segmentation.features.nearest_patches`), each shown
+    with one patch of context around it and outlined, titled with its image
+    and cosine. Why context: a feature pixel sees more than its own cell."""
+    names = list(features)
+    side = images.shape[-1]
+    stride = side // next(iter(features.values())).shape[-1]
+    fig = Figure(figsize=(panel_size * (k + 1), panel_size * len(names) + 0.3),
+                 layout="constrained")
+    axes = np.asarray(fig.subplots(len(names), k + 1, squeeze=False))
+    qi, qy, qx = query
+
+    def crop(ax, i, y, x, title):
+        y0, x0 = max(0, (y - size) * stride), max(0, (x - size) * stride)
+        y1 = min(images.shape[-2], (y + 2 * size) * stride)
+        x1 = min(side, (x + 2 * size) * stride)
+        ax.imshow(_rgb(images[i])[y0:y1, x0:x1], extent=(x0, x1, y1, y0))
+        ax.add_patch(Rectangle((x * stride, y * stride), size * stride,
+                               size * stride, fill=False, color="red", lw=1.5))
+        ax.set_title(title, fontsize="x-small")
+        ax.set_xticks([]), ax.set_yticks([])
+
+    for r, name in enumerate(names):
+        crop(axes[r, 0], qi, qy, qx, f"query (image {qi})")
+        axes[r, 0].set_ylabel(name, fontsize="small")
+        found = nearest_patches(features[name], qi, qy, qx, size=size, k=k)
+        for c, m in enumerate(found, start=1):
+            crop(axes[r, c], m.image, m.y, m.x,
+                 f"image {m.image}, cos {m.score:.2f}")
+        for ax in axes[r, len(found) + 1:]:
+            ax.set_axis_off()
     return fig
