@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from byol_lite.method.optim import LARS, build_optimizer, param_groups, scaled_lr, warmup_cosine
+from byol_lite.method.optim import (LARS, build_optimizer, param_groups,
+                                   scaled_lr, trust_ratios, warmup_cosine)
 
 
 def test_lars_step_matches_hand_computation():
@@ -26,6 +27,35 @@ def test_lars_step_matches_hand_computation():
     update2 = gw + 0.1 * w1
     trust2 = 1e-3 * w1.norm() / update2.norm()
     torch.testing.assert_close(w.detach(), w1 - 0.5 * (0.9 * trust * update + trust2 * update2))
+
+
+def test_current_trust_ratios_are_the_ones_the_step_applies():
+    torch.manual_seed(0)
+    w1 = torch.nn.Parameter(torch.randn(8, 4))
+    w2 = torch.nn.Parameter(5 * torch.randn(3, 8))
+    b = torch.nn.Parameter(torch.randn(8))
+    for p in (w1, w2, b):
+        p.grad = torch.randn_like(p)
+    w2.grad *= 100                  # another gradient scale: another ratio
+    opt = LARS(param_groups([w1, w2, b], weight_decay=0.1), lr=0.5,
+               momentum=0.9, trust_coefficient=1e-3)
+    reported = opt.current_trust_ratios()
+    assert [p is q for (p, _), q in zip(reported, (w1, w2))] == [True, True]
+    for p, r in reported:           # the bias is not adapted: not reported
+        expected = 1e-3 * p.norm() / (p.grad + 0.1 * p).norm()
+        assert r == pytest.approx(expected.item(), rel=1e-5)
+    assert reported[0][1] / reported[1][1] > 10
+    before = [p.detach().clone() for p, _ in reported]
+    decayed = [p.grad + 0.1 * p.detach() for p, _ in reported]
+    opt.step()                      # first step: no momentum yet
+    for (p, r), w0, g in zip(reported, before, decayed):
+        torch.testing.assert_close(p.detach(), w0 - 0.5 * r * g)
+
+
+def test_trust_ratio_is_one_for_a_zero_tensor():
+    zero, w = torch.zeros(4, 4), torch.ones(4, 4)
+    ratios = trust_ratios([zero, w, w], [w, torch.zeros(4, 4), 2 * w], 1e-3)
+    assert [r.item() for r in ratios] == pytest.approx([1.0, 1.0, 5e-4])
 
 
 def test_param_groups_exclude_biases_and_norms():

@@ -29,18 +29,12 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = _decayed_gradients(group)
             if not params:
                 continue
-            grads = [p.grad for p in params]
             if not group["lars_exclude"]:
-                if group["weight_decay"]:
-                    grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-                p_norm = torch._foreach_norm(params)
-                g_norm = torch._foreach_norm(grads)
-                trust = [torch.where((pn > 0) & (gn > 0), group["trust_coefficient"] * pn / gn, torch.ones_like(pn))
-                         for pn, gn in zip(p_norm, g_norm)]
-                grads = torch._foreach_mul(grads, trust)
+                ratios = trust_ratios(params, grads, group["trust_coefficient"])
+                grads = torch._foreach_mul(grads, ratios)
             bufs = []
             for p, g in zip(params, grads):
                 state = self.state[p]
@@ -51,6 +45,42 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_add_(bufs, grads)
             torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return loss
+
+    @torch.no_grad()
+    def current_trust_ratios(self) -> list[tuple[nn.Parameter, float]]:
+        """The trust ratio the next ``step`` would give each adapted parameter,
+        from its current ``.grad``: the same computation as ``step``'s, so the
+        book (chapter 3) can watch what LARS does to each layer."""
+        pairs = []
+        for group in self.param_groups:
+            params, grads = _decayed_gradients(group)
+            if params and not group["lars_exclude"]:
+                ratios = trust_ratios(params, grads,
+                                      group["trust_coefficient"])
+                pairs += [(p, r.item()) for p, r in zip(params, ratios)]
+        return pairs
+
+
+def _decayed_gradients(group: dict):
+    """A group's parameters that have a gradient, and their gradients g + λw
+    (λ: the group's weight decay, applied to adapted groups only)."""
+    params = [p for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in params]
+    if params and not group["lars_exclude"] and group["weight_decay"]:
+        grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+    return params, grads
+
+
+def trust_ratios(params: list[torch.Tensor], grads: list[torch.Tensor],
+                 trust_coefficient: float) -> list[torch.Tensor]:
+    """η·‖w‖/‖g‖ per tensor, for ``grads`` that already include the weight
+    decay (g + λw); 1 where either norm is 0 (a zero-initialised tensor, or
+    no gradient), so such a tensor takes a plain step."""
+    p_norm = torch._foreach_norm(params)
+    g_norm = torch._foreach_norm(grads)
+    return [torch.where((pn > 0) & (gn > 0), trust_coefficient * pn / gn,
+                        torch.ones_like(pn))
+            for pn, gn in zip(p_norm, g_norm)]
 
 
 def param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
