@@ -201,6 +201,9 @@ def blur_kernel_size(size: int) -> int:
     return max(3, 2 * round(0.05 * size) + 1)
 
 
+# Hand-written rather than kornia.augmentation: benchmarks/augment_bench.py (the same two view distributions,
+# per-sample parameters, one CPU thread, 2-core AMD EPYC with AVX512-BF16, 2026-12-02) made 825 view pairs/s
+# against kornia 0.9.0's 444 at 64 px (kornia 0.54x) and 2,286 against 1,301 at 32 px (0.57x).
 class BYOLAugment:
     """Callable producing two views ``[B, 3, size, size]``, ImageNet-normalised, from a uint8 or [0, 1] float batch.
     ``per_sample=False`` gives every image of a batch the same parameters (to show why that is worse)."""
