@@ -67,13 +67,14 @@ class ByolLite:
                 cfg.precision = opt
             elif opt in ("cl", "nocl"):
                 cfg.channels_last = opt == "cl"
-            elif opt == "fuse":
-                cfg.fuse_views = True
+            elif opt in ("fuse", "sep"):
+                cfg.fuse_views = opt == "fuse"
             elif opt in ("compile", "autotune"):
                 compile_mode = "max-autotune-no-cudagraphs" if opt == "autotune" else None
             elif opt != "default":
                 raise SystemExit(f"unknown byol_lite variant {opt!r} in --ours: use default, fp32, bf16, cl, nocl, "
-                                 "fuse, compile (inductor's default mode), autotune (max-autotune-no-cudagraphs)")
+                                 "fuse/sep (views in one forward or two), compile (inductor's default mode), "
+                                 "autotune (max-autotune-no-cudagraphs)")
         self.channels_last = resolve_channels_last(device, cfg.channels_last)
         self.model = build_model(cfg).to(device)
         if self.channels_last:
@@ -277,10 +278,11 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=3, help="steps per timed window")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per contender and mode first")
     p.add_argument("--pool", type=int, default=512, help="distinct images cycled through")
-    p.add_argument("--ours", default="default,fp32+cl,fp32+nocl",
+    p.add_argument("--ours", default="default,sep,fp32+cl",
                    help="byol_lite variants: 'default' (its defaults: channels_last; bf16 on CUDA and on CPUs "
-                        "with bf16 instructions, else fp32) or '+'-joined fp32/bf16, cl/nocl, fuse (both views in "
-                        "one forward), compile/autotune (torch.compile, default or max-autotune-no-cudagraphs)")
+                        "with bf16 instructions, else fp32; both views in one forward) or '+'-joined fp32/bf16, "
+                        "cl/nocl, fuse/sep (views in one forward or two), compile/autotune (torch.compile, default "
+                        "or max-autotune-no-cudagraphs)")
     p.add_argument("--peers", default="lightly,byol-pytorch")
     p.add_argument("--peak-tflops", type=float, help="the device's dense peak at the step's precision (H100/H200 "
                                                        "SXM bf16: 989), to report the MFU of end-to-end steps")

@@ -3,10 +3,11 @@
 #   1. the CPU comparison (ResNet-18, 64 px, batch 64) pinned to 2 cores, as a clean-machine proxy
 #      for the 2-core CPU (skip with CPU=0);
 #   2. ResNet-50 at 224 px, batch 128 on the GPU: byol_lite (its CUDA defaults: bf16 autocast,
-#      channels_last, augmentation on the GPU, pinned memory, non_blocking copies; fp32 too, and
-#      both views in one forward) against lightly (PIL pipeline, DataLoader workers) and
-#      byol-pytorch: end to end and model-only, peak memory, FLOPs per image and the MFU against
-#      PEAK_TFLOPS (default 989, the H100/H200 SXM bf16 dense peak); then the same with torch.compile;
+#      channels_last, both views in one forward, augmentation on the GPU, pinned memory,
+#      non_blocking copies; fp32 too, and views forwarded separately) against lightly (PIL
+#      pipeline, DataLoader workers) and byol-pytorch: end to end and model-only, peak memory,
+#      FLOPs per image and the MFU against PEAK_TFLOPS (default 989, the H100/H200 SXM bf16 dense
+#      peak); then compiled against eager (torch.compile);
 #   3. the input pipeline alone: the embedded set's 280-px JPEGs through 0/8/16 DataLoader workers;
 #   4. the torchrun smoke test on this one card (benchmarks/ddp_one_gpu.sh; skip with DDP=0).
 # Peers come from wheels in .whl/ when present (see benchmarks/README.md), else from the environment.
@@ -32,7 +33,7 @@ else
     GPU_ARGS=(--backbone resnet50 --image-size 224 --batch 128 --threads 8 --workers 8 --windows 5 --steps 5
               --warmup 3 --pool 1024)
     LOADER_ARGS=(--image-size 224 --batch 128 --workers 0,8,16)
-    COMPILED=default+compile,fuse+compile
+    COMPILED=default+compile,sep+compile
 fi
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, \
 'cuda', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
@@ -41,7 +42,7 @@ if [ "${CPU:-1}" = 1 ]; then
     taskset -c 0,1 $PY benchmarks/bench.py --threads 2 --json "$RES/cpu.json"
 fi
 PEAK=(--peak-tflops "${PEAK_TFLOPS:-989}")
-$PY benchmarks/bench.py --device "$DEVICE" "${GPU_ARGS[@]}" --ours default,fp32+cl,fuse "${PEAK[@]}" \
+$PY benchmarks/bench.py --device "$DEVICE" "${GPU_ARGS[@]}" --ours default,sep,fp32+cl "${PEAK[@]}" \
     --json "$RES/gpu.json"
 if [ -n "$COMPILED" ]; then      # compiled against eager in one run (compile time not in the windows)
     $PY benchmarks/bench.py --device "$DEVICE" "${GPU_ARGS[@]}" --ours "default,$COMPILED" --peers "" "${PEAK[@]}" \

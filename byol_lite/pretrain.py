@@ -22,6 +22,7 @@ from byol_lite.method.backbones import PRETRAIN_RUN, build_backbone, save_backbo
 from byol_lite.method.byol import BYOL, PREDICTOR_SIDES, BYOLOutput, cosine_tau
 from byol_lite.method.diagnostics import collapse_std, feature_rank
 from byol_lite.method.object_level import ObjectBYOL, region_views, with_regions
+from byol_lite.method.view_norm import split_batch_norm_by_view
 from byol_lite.method.optim import build_optimizer, scaled_lr, warmup_cosine
 from byol_lite.training.distributed import is_main_process
 from byol_lite.training.loop import BatchPlan, RunResult, Schedule, Trainer, step_seed
@@ -51,8 +52,9 @@ class PretrainConfig(RunConfig):
     predictor_side: str = option("online", "where the predictor sits: online (the paper) or target (the seed "
                                  "article's error, an ablation: a frozen random predictor after the target's "
                                  "projector, none online)", list(PREDICTOR_SIDES))
-    fuse_views: bool = option(False, "forward both views as one batch, each normalised by its own BatchNorm "
-                                     "statistics (same values as separate forwards; byol_lite.method.view_norm)")
+    fuse_views: bool = option(True, "forward both views as one batch, each normalised by its own BatchNorm "
+                                    "statistics: the values of separate forwards in fewer, larger kernels "
+                                    "(byol_lite.method.view_norm)")
     objective: str = option("global", "global: BYOL on whole images; object: DetCon-B, the BYOL loss per "
                                       "unsupervised region (byol_lite.method.object_level)", ["global", "object"])
     num_regions: int = option(8, "objective=object: regions per image (Felzenszwalb segments merged to this many)",
@@ -139,10 +141,9 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
     images ``[N, 3, S, S]``, a tensor or a Dataset (default: those ``config.data`` names)."""
     config = PretrainConfig.of(config, **params)
     trainer = Trainer(config)
-    if config.fuse_views and trainer.ctx.distributed:
-        raise ValueError("fuse_views=True under torchrun: SyncBatchNorm would share statistics across the two "
-                         "views; leave fuse_views off for multi-process runs")
     model = trainer.prepare(build_model(config))
+    if config.fuse_views:       # again: synchronised BatchNorm replaced the per-view layers
+        split_batch_norm_by_view(model)
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
     images = dataset if dataset is not None else unlabeled_dataset(
         config.data, config.data_root, image_size=load_size(config.image_size), split=config.data_split)

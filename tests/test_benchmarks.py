@@ -17,12 +17,12 @@ def test_gpu_script_runs_on_the_cpu_in_a_tiny_configuration(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     bench = json.loads((tmp_path / "gpu.json").read_text())
-    for name in ("byol_lite", "byol_lite:fp32+cl", "byol_lite:fuse"):
+    for name in ("byol_lite", "byol_lite:sep", "byol_lite:fp32+cl"):
         assert bench["median"][f"{name} e2e"] > 0 and bench["median"][f"{name} model"] > 0
         assert 0 < bench["mfu"][name] < 1
     flops = bench["flops_per_image"]
     # one forward of both views computes what two forwards do
-    assert flops["byol_lite:fuse"] == flops["byol_lite"] > 0
+    assert flops["byol_lite:sep"] == flops["byol_lite"] > 0
     loader = json.loads((tmp_path / "loader.json").read_text())
     assert set(loader["images_per_s"]) == {"0", "1"} and min(loader["images_per_s"].values()) > 0
     assert "done:" in (tmp_path / "log.txt").read_text()

@@ -10,6 +10,8 @@ its running statistics once per view, in view order: the values of separate forw
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -23,19 +25,21 @@ class _PerView:
         return torch.cat([super(_PerView, self).forward(part) for part in x.chunk(self.views)])
 
 
-class PerViewBatchNorm1d(_PerView, nn.BatchNorm1d):
-    """BatchNorm1d over each of ``views`` equal consecutive parts of a batch (training mode)."""
-
-
-class PerViewBatchNorm2d(_PerView, nn.BatchNorm2d):
-    """BatchNorm2d over each of ``views`` equal consecutive parts of a batch (training mode)."""
+@functools.cache
+def per_view_class(cls: type) -> type:
+    """``cls`` (a BatchNorm, SyncBatchNorm, ...) normalising each of ``views`` equal consecutive parts of a
+    training batch on its own; registered here under its name, so modules using it still pickle."""
+    name = f"PerView{cls.__name__}"
+    new = type(name, (_PerView, cls), {"__module__": __name__, "__doc__": per_view_class.__doc__})
+    globals()[name] = new
+    return new
 
 
 def split_batch_norm_by_view(model: nn.Module) -> nn.Module:
-    """In place: ``model``'s BatchNorm layers become per-view ones (same parameters, buffers, state dict)."""
+    """In place: ``model``'s BatchNorm layers become per-view ones (same parameters, buffers, state dict).
+    Idempotent, so it can follow a conversion to synchronised BatchNorm (per-view statistics over all
+    processes, as separate forwards under DDP compute them)."""
     for module in model.modules():
-        if type(module) is nn.BatchNorm1d:
-            module.__class__ = PerViewBatchNorm1d
-        elif type(module) is nn.BatchNorm2d:
-            module.__class__ = PerViewBatchNorm2d
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, _PerView):
+            module.__class__ = per_view_class(type(module))
     return model

@@ -39,7 +39,8 @@ if objective == "sup":
 d = H.dataset("v1", workers=1)
 cfg = PretrainConfig(width=16, image_size=32, batch_size=128, proj_hidden=1024, pred_hidden=1024, base_lr=0.45,
                      base_tau=0.99, **({"objective": "object", "num_regions": 7} if obj else {}))
-torch.manual_seed(0)
+seed = int(args.pop("seed", 0))     # pretraining seed: initialisation, batches and views
+torch.manual_seed(seed)
 model = build_model(cfg).to(memory_format=torch.channels_last)
 if objective == "sup":
     model.online["projector"] = torch.nn.Linear(model.encoder.num_features, 6)
@@ -65,7 +66,7 @@ pred_ids = {id(p) for p in model.predictor.parameters()}
 opts = [(build_optimizer(optname, [p for p in model.trainable_parameters() if id(p) not in pred_ids], peak, wd), 1.0)]
 if pred_ids:
     opts.append((build_optimizer(optname, list(model.predictor.parameters()), peak, wd), pred_mult))
-gen = torch.Generator().manual_seed(0)
+gen = torch.Generator().manual_seed(seed)
 t = time.time()
 model.train()
 for step in range(steps):
