@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from byol_lite.data.transforms import normalize
+from byol_lite.device import eval_mode
 
 
 @torch.no_grad()
@@ -36,14 +37,10 @@ def dense_features(encoder: torch.nn.Module, images: torch.Tensor,
     images ``[N, 3, H, W]``, normalised as in training, the encoder in eval
     mode (BatchNorm's running statistics: an image's features do not depend
     on the rest of its batch); the encoder's mode is restored."""
-    was_training = encoder.training
     device = next(encoder.parameters()).device
-    encoder.eval()
-    try:
+    with eval_mode(encoder):
         out = [encoder(normalize(images[i:i + batch_size].to(device)))[1]
                .float().cpu() for i in range(0, len(images), batch_size)]
-    finally:
-        encoder.train(was_training)
     return torch.cat(out)
 
 
