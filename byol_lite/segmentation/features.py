@@ -211,18 +211,16 @@ def retrieval_precision(features: torch.Tensor, masks: torch.Tensor,
     drawn independently of the class, so finding the class in other images
     takes features that encode shape, which a segmentation head must tell
     apart. NaN for an image without an object. The neighbours are those of
-    :func:`nearest_patches` with ``size=1``, for all queries in one pass."""
-    n, c, h, w = features.shape
-    labels = cell_labels(masks, (h, w), ignore_index).reshape(-1)
-    unit = _unit(features).reshape(n, c, -1)
-    out = np.full(n, np.nan)
+    :func:`nearest_patches` with ``size=1``."""
+    grid = tuple(features.shape[-2:])
+    labels = cell_labels(masks, grid, ignore_index)
+    out = np.full(len(masks), np.nan)
     for i, mask in enumerate(masks):
-        y, x, cls = object_pixel(mask, (h, w), ignore_index)
+        y, x, cls = object_pixel(mask, grid, ignore_index)
         if cls:
-            scores = torch.einsum("ncl,c->nl", unit, unit[i, :, y * w + x])
-            scores[i] = -float("inf")
-            best = torch.topk(scores.reshape(-1), k).indices
-            out[i] = float((labels[best] == cls).float().mean())
+            near = nearest_patches(features, i, y, x, size=1, k=k)
+            out[i] = float(np.mean([int(labels[m.image, m.y, m.x]) == cls
+                                    for m in near]))
     return out
 
 
