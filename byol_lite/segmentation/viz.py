@@ -40,9 +40,9 @@ def show_segmentation(images, targets=None, preds=None, class_names: Sequence[st
     for i in range(n):
         for j, (title, data) in enumerate(columns):
             ax = axes[i, j]
-            a = np.asarray(data[i].detach().cpu() if isinstance(data[i], torch.Tensor) else data[i])
+            a = _rgb(data[i])
             if j == 0:
-                ax.imshow(a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a)
+                ax.imshow(a)
             else:
                 present.update(int(v) for v in np.unique(a) if v != 255)
                 ax.imshow(colorize(a), interpolation="nearest")
@@ -171,6 +171,7 @@ def plot_label_efficiency(rows: Sequence[dict], metric: str = "miou") -> Figure:
 
 
 def _rgb(image) -> np.ndarray:
+    """A tensor or array as numpy, a ``[3, H, W]`` image channels-last for imshow (masks unchanged)."""
     a = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor)
                    else image)
     return a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a
