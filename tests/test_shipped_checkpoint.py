@@ -1,4 +1,4 @@
-"""The shipped checkpoints (chapter 6 fine-tunes from byol-cpu-full, chapter 8 compares object-cpu-full):
+"""The shipped checkpoints (chapter 6 fine-tunes from byol-cpu-full, chapter 7 compares object-cpu-full):
 they load, and each is what the cpu-full profile makes, with only its stated differences."""
 import json
 from pathlib import Path
