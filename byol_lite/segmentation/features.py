@@ -98,6 +98,33 @@ class Match(NamedTuple):
     score: float
 
 
+def _patches(features: torch.Tensor, size: int) -> torch.Tensor:
+    """``[N, L, C*size*size]``: every ``size × size`` patch of unit vectors,
+    scaled so that a dot product is the patch similarity."""
+    unit = _unit(features)
+    if size == 1:            # no copy: unfold of 1x1 patches is a reshape
+        return unit.flatten(2).transpose(1, 2)
+    return (F.unfold(unit, size) / size).transpose(1, 2)
+
+
+def _nearest(patches: torch.Tensor, queries: list[tuple[int, int]], k: int,
+             exclude_image: bool) -> list[list[tuple[int, int, float]]]:
+    """For each query ``(image, patch index)``: the ``k`` best ``(image,
+    patch index, score)``, from one matrix product over all queries."""
+    n, per_image, _ = patches.shape
+    picked = torch.stack([patches[i, j] for i, j in queries])
+    scores = (picked @ patches.reshape(n * per_image, -1).T).reshape(
+        len(queries), n, per_image)
+    if exclude_image:
+        scores[torch.arange(len(queries)),
+               torch.tensor([i for i, _ in queries])] = -float("inf")
+    k = min(k, (n - exclude_image) * per_image)
+    best = torch.topk(scores.reshape(len(queries), -1), k)
+    return [[(int(i) // per_image, int(i) % per_image, float(v))
+             for v, i in zip(values, indices)]
+            for values, indices in zip(best.values, best.indices)]
+
+
 def nearest_patches(features: torch.Tensor, image: int, y: int, x: int,
                     size: int = 1, k: int = 5,
                     exclude_image: bool = True) -> list[Match]:
@@ -110,17 +137,10 @@ def nearest_patches(features: torch.Tensor, image: int, y: int, x: int,
     if not (0 <= y <= h - size and 0 <= x <= w - size):
         raise ValueError(f"a {size}x{size} patch at ({y}, {x}) does not fit "
                          f"a {h}x{w} feature map")
-    patches = F.unfold(_unit(features), size) / size   # [N, C*s*s, L], unit
     gw = w - size + 1
-    scores = torch.einsum("ncl,c->nl", patches, patches[image, :, y * gw + x])
-    if exclude_image:
-        scores[image] = -float("inf")
-    best = torch.topk(scores.reshape(-1),
-                      min(k, int(torch.isfinite(scores).sum())))
-    per_image = scores.shape[1]
-    return [Match(int(i) // per_image, int(i) % per_image // gw,
-                  int(i) % gw, float(s))
-            for s, i in zip(best.values, best.indices)]
+    best = _nearest(_patches(features, size), [(image, y * gw + x)], k,
+                    exclude_image)[0]
+    return [Match(i, j // gw, j % gw, s) for i, j, s in best]
 
 
 def object_pixel(mask: torch.Tensor, grid: tuple[int, int],
@@ -213,14 +233,20 @@ def retrieval_precision(features: torch.Tensor, masks: torch.Tensor,
     apart. NaN for an image without an object. The neighbours are those of
     :func:`nearest_patches` with ``size=1``."""
     grid = tuple(features.shape[-2:])
-    labels = cell_labels(masks, grid, ignore_index)
+    labels = cell_labels(masks, grid, ignore_index).flatten(1)
     out = np.full(len(masks), np.nan)
-    for i, mask in enumerate(masks):
-        y, x, cls = object_pixel(mask, grid, ignore_index)
-        if cls:
-            near = nearest_patches(features, i, y, x, size=1, k=k)
-            out[i] = float(np.mean([int(labels[m.image, m.y, m.x]) == cls
-                                    for m in near]))
+    queries = {i: object_pixel(mask, grid, ignore_index)
+               for i, mask in enumerate(masks)}
+    queries = {i: q for i, q in queries.items() if q[2]}
+    if not queries:
+        return out
+    # all queries in one product (300 images: 10 s one query at a time, 0.3 s)
+    near = _nearest(_patches(features, 1),
+                    [(i, y * grid[1] + x) for i, (y, x, _) in queries.items()],
+                    k, exclude_image=True)
+    for (i, (_, _, cls)), matches in zip(queries.items(), near):
+        out[i] = float(np.mean([int(labels[m, j]) == cls
+                                for m, j, _ in matches]))
     return out
 
 
