@@ -43,6 +43,22 @@ def test_resume_is_exact(blocks, tmp_path, monkeypatch):
     assert [r["step"] for r in logged] == [1, 5, 10, 15, 20]
 
 
+def test_training_time_adds_up_over_a_resume_and_is_read_back(blocks, tmp_path, monkeypatch):
+    """A chapter that reads a finished run back prints the time the run took, not the read's."""
+    params = dict(TINY, max_steps=20, checkpoint_every=10, log_every=5, rank_every=0, out_dir=tmp_path / "run")
+    undo = interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(dataset=blocks, **params)
+    undo()
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_seconds"]
+    resumed = pretrain(dataset=blocks, resume=True, **params)
+    recorded = json.loads((tmp_path / "run" / "done.json").read_text())["train_seconds"]
+    # the second segment trained 10 more steps on top of the first's recorded time
+    assert 0 < first < recorded and resumed.train_seconds == pytest.approx(recorded, abs=1e-3)
+    again = pretrain(dataset=blocks, resume=True, **params)      # finished: read back, not trained
+    assert again.train_seconds == recorded and again.history == resumed.history
+
+
 def test_run_folder_is_never_clobbered(blocks, tmp_path):
     params = dict(TINY, max_steps=2, out_dir=tmp_path / "run")
     pretrain(dataset=blocks, **params)

@@ -89,10 +89,13 @@ def kill_at(args, out: Path, step: int) -> int:
     return logged_steps(out)[-1]
 
 
+TIMINGS = ("images_per_s", "train_seconds")
+
+
 def _untimed(x):
-    """Drops ``images_per_s`` (a timing, not state) wherever it appears."""
+    """Drops the timings (measurements, not state) wherever they appear."""
     if isinstance(x, dict):
-        return {k: _untimed(v) for k, v in x.items() if k != "images_per_s"}
+        return {k: _untimed(v) for k, v in x.items() if k not in TIMINGS}
     return x
 
 
@@ -109,7 +112,7 @@ def assert_identical(a: Path, b: Path, files: tuple[str, ...]) -> None:
         for k in flat_x:
             if isinstance(flat_x[k], torch.Tensor):
                 assert torch.equal(flat_x[k], flat_y[k]), f"{name}: {k}"
-            elif not k.startswith(("config.out_dir", "config.resume")):
+            elif not k.startswith(("config.out_dir", "config.resume", *TIMINGS)):
                 assert flat_x[k] == flat_y[k], f"{name}: {k}"
     if (a / "done.json").exists():
         assert _untimed(json.loads((a / "done.json").read_text())) == _untimed(json.loads((b / "done.json").read_text()))

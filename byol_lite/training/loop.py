@@ -43,6 +43,9 @@ class RunResult:
     history: list[dict]           # the rows of metrics.jsonl (on rank 0; empty on the other processes)
     run_dir: Path
     metrics: dict | None = None   # fine-tuning: the final evaluation (None while paused by stop_after_steps)
+    # wall time of the run's steps and checkpoints, summed over its resumed segments: what a chapter
+    # reports when it reads a finished run back instead of training it again
+    train_seconds: float = 0.0
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -115,6 +118,8 @@ class Trainer:
             if state and not ctx.is_main:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
+            self._seconds_before = state.get("train_seconds", 0.0)   # the earlier segments' time
+            self._segment_start, self._final_seconds = time.perf_counter(), None
             if "rng" in state:    # (fine-tuning checkpoints made before the skeleton have none; it reseeds every step)
                 set_rng_state(state["rng"])
             self.guard = NonFiniteGuard(self.folder, config.skip_nonfinite, advice,
@@ -148,9 +153,19 @@ class Trainer:
         if self.ctx.is_main:
             self.folder.save_checkpoint({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                                          "step": self.step, "rng": rng_state(), "config": dataclasses.asdict(self.config),
-                                         "skipped_nonfinite": self.guard.skipped, **self.extra})
+                                         "skipped_nonfinite": self.guard.skipped,
+                                         "train_seconds": self.train_seconds(), **self.extra})
             if self.on_save:
                 self.on_save(self.folder.path)
+
+    def train_seconds(self) -> float:
+        """Wall time of this run so far, earlier segments of a resumed run included; a finished run read
+        back reports the time recorded when it finished."""
+        if self.finished:
+            return self.finished.get("train_seconds", 0.0)
+        if self._final_seconds is not None:
+            return self._final_seconds
+        return self._seconds_before + time.perf_counter() - self._segment_start
 
     def memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -196,11 +211,12 @@ class Trainer:
 
     def finish(self, summary: Callable[[], dict]) -> None:
         """Writes done.json (rank 0), unless the run was finished before."""
+        self._final_seconds = round(self.train_seconds(), 3)
         if self.ctx.is_main and not self.finished:
-            self.folder.mark_done(summary())
+            self.folder.mark_done({**summary(), "train_seconds": self._final_seconds})
 
     def result(self, metrics: dict | None = None) -> RunResult:
-        return RunResult(self.model, self.history, self.folder.path, metrics)
+        return RunResult(self.model, self.history, self.folder.path, metrics, self.train_seconds())
 
 
 def resume_or_restart(train: Callable[..., RunResult], config: RunConfig, *args, **kwargs) -> RunResult:
