@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from byol_lite.method.backbones import build_backbone
+from byol_lite.data.transforms import normalize
 from byol_lite.segmentation.features import (cell_labels, dense_features,
+                                             estimate_batchnorm_statistics,
                                              nearest_patches, object_pixel,
                                              pca_rgb, query_separation,
                                              retrieval_precision,
@@ -159,6 +161,56 @@ def test_dense_features_eval_mode_batch_independent_and_mode_restored():
     f = dense_features(enc, images, batch_size=2)
     assert f.shape == (5, 64, 4, 4) and enc.training
     assert torch.allclose(dense_features(enc, images[3:4]), f[3:4], atol=1e-5)
+
+
+def bn_stats(enc):
+    return {n: (m.running_mean.clone(), m.running_var.clone())
+            for n, m in enc.named_modules()
+            if isinstance(m, torch.nn.BatchNorm2d)}
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_estimated_batchnorm_statistics_are_the_images_and_nothing_else(
+        training):
+    torch.manual_seed(0)
+    enc = build_backbone("resnet18", stem="small", width=8, image_size=32)
+    enc.train(training)
+    weights = {n: p.clone() for n, p in enc.named_parameters()}
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    # at initialisation: mean 0, variance 1 everywhere
+    assert all(torch.equal(m, torch.zeros_like(m))
+               and torch.equal(v, torch.ones_like(v))
+               for m, v in bn_stats(enc).values())
+    raw = dense_features(enc, images)
+
+    # one batch: the first BatchNorm's statistics are those of its input,
+    # conv1 of the normalised images, per channel
+    assert estimate_batchnorm_statistics(enc, images, batch_size=6) is enc
+    with torch.no_grad():
+        x = enc.conv1(normalize(images))
+    stats = bn_stats(enc)
+    assert torch.allclose(stats["bn1"][0], x.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(stats["bn1"][1], x.var((0, 2, 3)), rtol=1e-4)
+    # every BatchNorm moved away from its initial values
+    assert all(not torch.allclose(m, torch.zeros_like(m))
+               and not torch.allclose(v, torch.ones_like(v))
+               for m, v in stats.values())
+    # no weight changed, the mode is the one before, and the features too
+    assert all(torch.equal(p, weights[n]) for n, p in enc.named_parameters())
+    assert all(m.training == training for m in enc.modules())
+    assert not torch.allclose(dense_features(enc, images), raw, atol=1e-3)
+
+    # batches of 4 and 2: the average of the batches' statistics, each
+    # batch counting once, whatever the statistics were before
+    estimate_batchnorm_statistics(enc, images, batch_size=4)
+    with torch.no_grad():
+        parts = [enc.conv1(normalize(b)) for b in images.split(4)]
+    mean = torch.stack([p.mean((0, 2, 3)) for p in parts]).mean(0)
+    var = torch.stack([p.var((0, 2, 3)) for p in parts]).mean(0)
+    assert torch.allclose(enc.bn1.running_mean, mean, atol=1e-5)
+    assert torch.allclose(enc.bn1.running_var, var, rtol=1e-4)
+    assert all(m.momentum == 0.1 for m in enc.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_the_figures_have_a_panel_per_image_and_encoder():

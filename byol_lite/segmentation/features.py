@@ -16,7 +16,8 @@ pretraining changed:
 With ground-truth masks, :func:`query_separation` and
 :func:`retrieval_precision` turn the last two into numbers;
 :func:`position_share` measures how much of the features is where a pixel is
-rather than what it shows.
+rather than what it shows. :func:`estimate_batchnorm_statistics` makes an
+untrained encoder a fair baseline for all of them.
 """
 from __future__ import annotations
 
@@ -42,6 +43,29 @@ def dense_features(encoder: torch.nn.Module, images: torch.Tensor,
         out = [encoder(normalize(images[i:i + batch_size].to(device)))[1]
                .float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out)
+
+
+def estimate_batchnorm_statistics(encoder: torch.nn.Module,
+                                  images: torch.Tensor,
+                                  batch_size: int = 64) -> torch.nn.Module:
+    """Sets every BatchNorm's running mean and variance of ``encoder`` to
+    those of uint8 images ``[N, 3, H, W]`` (normalised as in training), in
+    place, and returns it; no weight changes and the encoder's mode is
+    restored. It is :func:`torch.optim.swa_utils.update_bn` over batches of
+    ``batch_size``: statistics reset, then averaged over the batches, each
+    batch counting equally (a short last one as much as a full one).
+
+    Why: :func:`dense_features` reads an encoder in eval mode, with its
+    running statistics. A trained encoder's describe its training images; an
+    untrained one's are still mean 0 and variance 1, so it normalises nothing
+    and is no fair baseline for what training changed. Estimated on the
+    images the trained encoder saw, the untrained encoder differs from it in
+    its weights only."""
+    device = next(encoder.parameters()).device
+    batches = (normalize(images[i:i + batch_size].to(device))
+               for i in range(0, len(images), batch_size))
+    torch.optim.swa_utils.update_bn(batches, encoder)
+    return encoder
 
 
 def _unit(features: torch.Tensor) -> torch.Tensor:
