@@ -49,8 +49,8 @@ def estimate_batchnorm_statistics(encoder: torch.nn.Module,
                                   images: torch.Tensor,
                                   batch_size: int = 64) -> torch.nn.Module:
     """Sets every BatchNorm's running mean and variance of ``encoder`` to
-    those of uint8 images ``[N, 3, H, W]`` (normalised as in training), in
-    place, and returns it; no weight changes and the encoder's mode is
+    those of images ``[N, 3, H, W]`` (uint8, or float in [0, 1]; normalised
+    as in training), in place, and returns it; no weight changes and the encoder's mode is
     restored. It is :func:`torch.optim.swa_utils.update_bn` over batches of
     ``batch_size``: statistics reset, then averaged over the batches, each
     batch counting equally (a short last one as much as a full one).
@@ -202,7 +202,7 @@ def separation_auc(similarity: torch.Tensor, mask: torch.Tensor,
     an AUC: it uses only the order of the similarities, so encoders whose
     cosines live on different scales (a random network's are mostly close to
     1) are compared fairly. NaN when either class is absent."""
-    from scipy.stats import mannwhitneyu
+    from scipy.stats import rankdata
 
     up = F.interpolate(similarity[None, None].float(), size=tuple(mask.shape),
                        mode="bilinear", align_corners=False)[0, 0]
@@ -211,7 +211,11 @@ def separation_auc(similarity: torch.Tensor, mask: torch.Tensor,
     neg = up[keep & (mask == negative)].numpy()
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    return float(mannwhitneyu(pos, neg).statistic) / (len(pos) * len(neg))
+    # the Mann-Whitney U of the positives, from their ranks among all (ties
+    # averaged); scipy's mannwhitneyu computes the same, 3x slower per call
+    ranks = rankdata(np.concatenate([pos, neg]))
+    u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u) / (len(pos) * len(neg))
 
 
 def query_separation(features: torch.Tensor, masks: torch.Tensor,
