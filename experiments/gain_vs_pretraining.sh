@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gain over random init as a function of pretraining length (issues 4 and 9).
+# The gain over random init as a function of pretraining length.
 # Pretrains the cpu-full recipe (book/params/cpu-full.yaml) for several lengths, with the global and/or the
 # object-level objective, then fine-tunes every arm with book/params/experiment-cpu.yaml (LR chosen per arm
 # on held-out training labels, 3 seeds). Each length is a full run with its own schedules (warm-up, LR and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Random vs global BYOL vs object-level BYOL for segmentation at the cpu-full pretraining budget (issue 9).
+# Random vs global BYOL vs object-level BYOL for segmentation at the cpu-full pretraining budget.
 # Pretrains the object-level arm with book/params/cpu-full.yaml + --objective object (the global arm is the
 # shipped checkpoints/byol-cpu-full, made with that profile), then fine-tunes all three arms with
 # book/params/experiment-cpu.yaml: LR chosen per arm and label budget on held-out training labels, 3 seeds.
