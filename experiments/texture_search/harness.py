@@ -171,7 +171,7 @@ class Seg(torch.nn.Module):
         self.head = FCNHead(c, n_classes) if head == "fcn" else torch.nn.Conv2d(c, n_classes, 1)
 
     def forward(self, x):
-        return F.interpolate(self.head(self.encoder.forward_features(x)), size=x.shape[-2:], mode="bilinear",
+        return F.interpolate(self.head(self.encoder(x)[1]), size=x.shape[-2:], mode="bilinear",
                              align_corners=False)
 
 
