@@ -23,11 +23,14 @@ from byol_lite.data.transforms import normalize, train_transforms
 from byol_lite.data.voc import resolve_source
 from byol_lite.method.optim import build_optimizer
 from byol_lite.segmentation.evaluation import EVAL_BATCH_SIZE, evaluate
+from byol_lite.segmentation.features import estimate_batchnorm_statistics
 from byol_lite.segmentation.model import build_segmentation_model, save_segmentation_model
 from byol_lite.training.distributed import is_main_process
 from byol_lite.training.loop import BatchPlan, RunResult, Schedule, Trainer, step_seed
 
 FRACTION = Range(0, 1, open_low=True)
+# training crops whose BatchNorm statistics a frozen random encoder gets (the linear probe of random init)
+FROZEN_STATISTICS_CROPS = 64
 
 
 @dataclass
@@ -156,6 +159,12 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
                                                 num_workers=config.num_workers))
 
         items = SeededItems(train_dataset, train_transforms(config.crop_size, (config.scale_min, config.scale_max)))
+        if config.freeze_backbone and config.init == "random" and trainer.step == 0:
+            # A frozen random encoder runs in eval mode with BatchNorm statistics 0 and 1, normalising nothing:
+            # its probe would compare unnormalised features with a pretrained encoder's normalised ones. It
+            # gets the statistics of training crops instead (its weights stay random).
+            crops = torch.stack([items[(index, k)][0] for k, index in enumerate(train_ids[:FROZEN_STATISTICS_CROPS])])
+            estimate_batchnorm_statistics(model.backbone, crops)
         order = BatchPlan(train_ids, config.batch_size, config.seed, trainer.step, trainer.stop,
                           ctx.rows(config.batch_size), item_seeds=True)
         loader = torch.utils.data.DataLoader(items, batch_sampler=order, num_workers=config.num_workers,

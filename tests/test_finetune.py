@@ -264,3 +264,18 @@ def test_experiment_file_errors_name_the_file_and_the_fix(tmp_path, capsys):
     assert "no arm 'byol' to drop (arms: random)" in capsys.readouterr().err
     assert main(["experiment", str(good), "--arm", "random="]) == 2        # not the built-in default arms
     assert "ok.yaml: no arms left" in capsys.readouterr().err
+
+
+def test_the_linear_probe_of_random_init_reads_batchnorm_statistics_of_its_training_crops(tmp_path):
+    """A frozen backbone runs in eval mode; a random one's statistics (0 and 1) would normalise nothing, so a
+    probe would compare unnormalised random features with a pretrained encoder's normalised ones."""
+    data = shapes(12, size=32)
+    common = dict(train_dataset=data, val_dataset=data[:2], batch_size=4, head="linear", freeze_backbone=True,
+                  lr=0.1, **{**TINY, "width": 8, "crop_size": 24})
+    short = finetune(out_dir=str(tmp_path / "short"), steps=1, **common).model.backbone
+    longer = finetune(out_dir=str(tmp_path / "longer"), steps=6, **common).model.backbone
+    norms = [m for m in short.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    assert all(m.running_mean.abs().max() > 0 for m in norms)
+    # estimated once, before the first step; the probe's training neither moves them nor the weights
+    assert all(torch.equal(a, b) for a, b in zip(short.state_dict().values(), longer.state_dict().values()))
