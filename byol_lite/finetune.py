@@ -162,8 +162,12 @@ def finetune(config: FinetuneConfig | None = None, train_dataset=None, val_datas
         if config.freeze_backbone and config.init == "random" and trainer.step == 0:
             # A frozen random encoder runs in eval mode with BatchNorm statistics 0 and 1, normalising nothing:
             # its probe would compare unnormalised features with a pretrained encoder's normalised ones. It
-            # gets the statistics of training crops instead (its weights stay random).
-            crops = torch.stack([items[(index, k)][0] for k, index in enumerate(train_ids[:FROZEN_STATISTICS_CROPS])])
+            # gets the statistics of training crops instead (its weights stay random): FROZEN_STATISTICS_CROPS
+            # of them, cycling through the training images when there are fewer, each crop with its own
+            # seed (negative: none of training's, and another set per run seed).
+            n = FROZEN_STATISTICS_CROPS
+            crops = torch.stack([items[(train_ids[k % len(train_ids)], -1 - config.seed * n - k)][0]
+                                 for k in range(n)])
             estimate_batchnorm_statistics(model.backbone, crops)
         order = BatchPlan(train_ids, config.batch_size, config.seed, trainer.step, trainer.stop,
                           ctx.rows(config.batch_size), item_seeds=True)

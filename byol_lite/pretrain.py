@@ -55,8 +55,9 @@ class PretrainConfig(RunConfig):
     fuse_views: bool = option(True, "forward both views as one batch, each normalised by its own BatchNorm "
                                     "statistics: the values of separate forwards in fewer, larger kernels "
                                     "(byol_lite.method.view_norm)")
-    objective: str = option("global", "global: BYOL on whole images; object: DetCon-B, the BYOL loss per "
-                                      "unsupervised region (byol_lite.method.object_level)", ["global", "object"])
+    objective: str = option("global", "global: BYOL on whole images; object: the BYOL loss per unsupervised "
+                                      "region, DetCon-B without negatives (byol_lite.method.object_level)",
+                            ["global", "object"])
     num_regions: int = option(8, "objective=object: regions per image (Felzenszwalb segments merged to this many)",
                               valid=Range(1, 255))
     fh_scale: float = option(100.0, "objective=object: Felzenszwalb scale (higher: fewer, larger segments)",

@@ -9,7 +9,9 @@ from byol_lite.method.backbones import build_backbone
 from byol_lite.data.transforms import normalize
 from byol_lite.segmentation.features import (cell_labels, dense_features,
                                              estimate_batchnorm_statistics,
+                                             feature_measures,
                                              nearest_patches, object_pixel,
+                                             random_baselines,
                                              pca_rgb, query_separation,
                                              retrieval_precision,
                                              position_share, separation_auc,
@@ -211,6 +213,56 @@ def test_estimated_batchnorm_statistics_are_the_images_and_nothing_else(
     assert torch.allclose(enc.bn1.running_var, var, rtol=1e-4)
     assert all(m.momentum == 0.1 for m in enc.modules()
                if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_estimating_statistics_restores_each_modules_own_mode():
+    enc = build_backbone("resnet18", stem="small", width=8, image_size=32)
+    enc.train()
+    enc.layer2.eval()                 # a mix, as a partly frozen encoder has
+    before = {name: m.training for name, m in enc.named_modules()}
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    estimate_batchnorm_statistics(enc, images)
+    assert {name: m.training for name, m in enc.named_modules()} == before
+
+
+def test_random_baselines_are_seeded_builds_with_estimated_statistics():
+    def build():
+        return build_backbone("resnet18", stem="small", width=8,
+                              image_size=32)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    encoders = random_baselines(build, images, seeds=(3, 4))
+    assert list(encoders) == ["random 3", "random 4"]
+    torch.manual_seed(3)
+    again = estimate_batchnorm_statistics(build(), images)
+    first = encoders["random 3"].state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in again.state_dict().items())
+    # a different seed is a different network
+    assert not torch.equal(encoders["random 4"].conv1.weight,
+                           encoders["random 3"].conv1.weight)
+    # the statistics are the images', not those at initialisation
+    assert not torch.equal(first["bn1.running_mean"],
+                           torch.zeros_like(first["bn1.running_mean"]))
+
+
+def test_feature_measures_average_over_images_with_their_standard_error():
+    masks = torch.zeros(2, 32, 32, dtype=torch.long)
+    masks[:, 8:24, 8:24] = 1
+    exact = F.avg_pool2d(F.one_hot(masks, 2).permute(0, 3, 1, 2).float(), 4)
+    # the same image twice: every measure the same, no spread
+    same = feature_measures(exact, masks, k=4)
+    assert same["auc"] > 0.95 and same["hits"] == pytest.approx(1.0)
+    assert same["auc_se"] == pytest.approx(0.0, abs=1e-9)
+    assert same["hits_se"] == pytest.approx(0.0, abs=1e-9)
+    assert same["position"] == pytest.approx(1.0)
+    # the second image's features noise: the AUC is the mean of two values
+    # a and b, its standard error |a - b| / 2 / sqrt(2)
+    mixed = exact.clone()
+    mixed[1] = torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(1))
+    a, b = query_separation(mixed, masks)
+    got = feature_measures(mixed, masks, k=4)
+    assert got["auc"] == pytest.approx((a + b) / 2)
+    assert got["auc_se"] == pytest.approx(abs(a - b) / 2 / 2 ** 0.5)
+    assert got["position"] < same["position"]
 
 
 def test_the_figures_have_a_panel_per_image_and_encoder():

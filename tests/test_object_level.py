@@ -1,4 +1,4 @@
-"""Object-level BYOL (DetCon-B): masks follow their views, pooling, the per-region loss, training and resume."""
+"""Object-level BYOL (DetCon-B without negatives): masks follow their views, pooling, the per-region loss, training and resume."""
 import json
 
 import pytest

@@ -1,5 +1,7 @@
 """The pretraining loop: it learns, it does not collapse, and it resumes exactly."""
 import json
+import math
+import time
 
 import pytest
 import torch
@@ -50,13 +52,23 @@ def test_training_time_adds_up_over_a_resume_and_is_read_back(blocks, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         pretrain(dataset=blocks, **params)
     undo()
-    first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_seconds"]
+    # the first segment's time, as its checkpoint recorded it, is set to 1000 s: the total must build on it
+    checkpoint = tmp_path / "run" / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert 0 < state["train_seconds"] < 1000
+    torch.save({**state, "train_seconds": 1000.0}, checkpoint)
+    start = time.perf_counter()
     resumed = pretrain(dataset=blocks, resume=True, **params)
-    recorded = json.loads((tmp_path / "run" / "done.json").read_text())["train_seconds"]
-    # the second segment trained 10 more steps on top of the first's recorded time
-    assert 0 < first < recorded and resumed.train_seconds == pytest.approx(recorded, abs=1e-3)
+    elapsed = time.perf_counter() - start
+    done = tmp_path / "run" / "done.json"
+    recorded = json.loads(done.read_text())["train_seconds"]
+    # 1000 s before, plus the second segment's time, which is within this call's
+    assert 1000 < recorded < 1000 + elapsed and resumed.train_seconds == pytest.approx(recorded, abs=1e-3)
     again = pretrain(dataset=blocks, resume=True, **params)      # finished: read back, not trained
     assert again.train_seconds == recorded and again.history == resumed.history
+    # a run finished without a recorded time reads back as not a number, never as 0 s
+    done.write_text(json.dumps({k: v for k, v in json.loads(done.read_text()).items() if k != "train_seconds"}))
+    assert math.isnan(pretrain(dataset=blocks, resume=True, **params).train_seconds)
 
 
 def test_run_folder_is_never_clobbered(blocks, tmp_path):

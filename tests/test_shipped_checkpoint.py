@@ -38,7 +38,7 @@ def test_it_finished_the_whole_profile_without_skipped_steps(name):
     profile = yaml.safe_load(PROFILE.read_text())
     done = json.loads((CHECKPOINTS / name / "done.json").read_text())
     rows = [json.loads(line) for line in (CHECKPOINTS / name / "metrics.jsonl").read_text().splitlines()]
-    steps_per_epoch = 4400 // profile["batch_size"]          # the embedded set's unlabeled images
+    steps_per_epoch = 4400 // profile["batch_size"]          # train + unlabeled images, labels unused
     assert done["steps"] == rows[-1]["step"] == profile["epochs"] * steps_per_epoch
     assert done["skipped_nonfinite"] == 0
     assert rows[-1]["tau"] == pytest.approx(1.0) and rows[-1]["collapse_std"] > 0.02   # not collapsed

@@ -1,4 +1,5 @@
-"""Object-level BYOL (DetCon-B, Hénaff et al. 2021): the BYOL loss per unsupervised region, not per image.
+"""Object-level BYOL: the BYOL loss per unsupervised region, not per image. DetCon-B's regions and architecture
+(Hénaff et al. 2021) without its negatives: DetCon-B scores each region with InfoNCE against other regions.
 
 Regions: Felzenszwalb–Huttenlocher segments (never labels; at most 96 px a side), the ``num_regions`` (8: a
 handful per 64-px view) largest kept, the rest joined to the nearest in colour and centroid; computed once

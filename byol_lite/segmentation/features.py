@@ -16,8 +16,9 @@ pretraining changed:
 With ground-truth masks, :func:`query_separation` and
 :func:`retrieval_precision` turn the last two into numbers;
 :func:`position_share` measures how much of the features is where a pixel is
-rather than what it shows. :func:`estimate_batchnorm_statistics` makes an
-untrained encoder a fair baseline for all of them.
+rather than what it shows; :func:`feature_measures` takes all three.
+:func:`estimate_batchnorm_statistics` makes an untrained encoder a fair
+baseline for all of them, :func:`random_baselines` several such encoders.
 """
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ def estimate_batchnorm_statistics(encoder: torch.nn.Module,
                                   batch_size: int = 64) -> torch.nn.Module:
     """Sets every BatchNorm's running mean and variance of ``encoder`` to
     those of images ``[N, 3, H, W]`` (uint8, or float in [0, 1]; normalised
-    as in training), in place, and returns it; no weight changes and the encoder's mode is
-    restored. It is :func:`torch.optim.swa_utils.update_bn` over batches of
-    ``batch_size``: statistics reset, then averaged over the batches, each
-    batch counting equally (a short last one as much as a full one).
+    as in training), in place, and returns it; no weight changes and every
+    module's train/eval mode is restored. It is
+    :func:`torch.optim.swa_utils.update_bn` over batches of ``batch_size``:
+    statistics reset, then averaged over the batches, each batch counting
+    equally (a short last one as much as a full one).
 
     Why: :func:`dense_features` reads an encoder in eval mode, with its
     running statistics. A trained encoder's describe its training images; an
@@ -72,9 +74,46 @@ def estimate_batchnorm_statistics(encoder: torch.nn.Module,
     images the trained encoder saw, the untrained encoder differs from it in
     its weights only."""
     device = next(encoder.parameters()).device
-    torch.optim.swa_utils.update_bn(_batches(images, batch_size, device),
-                                    encoder)
+    modes = {m: m.training for m in encoder.modules()}
+    with torch.no_grad():   # statistics only: no graph for the gradients
+        torch.optim.swa_utils.update_bn(
+            _batches(images, batch_size, device), encoder)
+    for module, training in modes.items():   # update_bn sets one mode for all
+        module.training = training
     return encoder
+
+
+def random_baselines(build, images: torch.Tensor,
+                     seeds=(0, 1, 2)) -> dict[str, torch.nn.Module]:
+    """``{"random SEED": encoder}``: ``build()`` called after
+    ``torch.manual_seed(seed)`` for each seed, its BatchNorm statistics
+    estimated on ``images`` (:func:`estimate_batchnorm_statistics`). Why
+    several: their spread is the yardstick for whether a trained encoder's
+    difference from random weights is more than chance."""
+    encoders = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        encoders[f"random {seed}"] = estimate_batchnorm_statistics(
+            build(), images)
+    return encoders
+
+
+def feature_measures(features: torch.Tensor, masks: torch.Tensor,
+                     k: int = 5) -> dict[str, float]:
+    """The three measures of one encoder's features over images with masks:
+    ``auc`` (:func:`query_separation`), ``hits`` (:func:`retrieval_precision`
+    among the ``k`` nearest), each with its standard error over the images
+    (``auc_se``, ``hits_se``), and ``position`` (:func:`position_share`)."""
+    auc = query_separation(features, masks)
+    hits = retrieval_precision(features, masks, k=k)
+    return dict(auc=float(np.nanmean(auc)), auc_se=_se(auc),
+                hits=float(np.nanmean(hits)), hits_se=_se(hits),
+                position=position_share(features))
+
+
+def _se(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.std() / np.sqrt(len(values)))
 
 
 def _unit(features: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +44,10 @@ class RunResult:
     history: list[dict]           # the rows of metrics.jsonl (on rank 0; empty on the other processes)
     run_dir: Path
     metrics: dict | None = None   # fine-tuning: the final evaluation (None while paused by stop_after_steps)
-    # wall time of the run's steps and checkpoints, summed over its resumed segments: what a chapter
-    # reports when it reads a finished run back instead of training it again
-    train_seconds: float = 0.0
+    # wall time from opening the run to its end (steps, evaluations, checkpoints), summed over its resumed
+    # segments: what a chapter reports when it reads a finished run back instead of training it again;
+    # nan for a run finished by a version that did not record it
+    train_seconds: float = math.nan
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -162,7 +164,7 @@ class Trainer:
         """Wall time of this run so far, earlier segments of a resumed run included; a finished run read
         back reports the time recorded when it finished."""
         if self.finished:
-            return self.finished.get("train_seconds", 0.0)
+            return self.finished.get("train_seconds", math.nan)
         if self._final_seconds is not None:
             return self._final_seconds
         return self._seconds_before + time.perf_counter() - self._segment_start
