@@ -5,12 +5,12 @@
 # on held-out training labels, 3 seeds). Each length is a full run with its own schedules (warm-up, LR and
 # tau), as a shorter budget would be, not a snapshot of the long run.
 #   GPU (minutes):  experiments/gain_vs_pretraining.sh runs/gain
-#   2-core CPU, the curve in chapters 6 and 8 (about an hour): the short lengths of both objectives beside
+#   2-core CPU, the curve in chapters 6 and 7 (about an hour): the short lengths of both objectives beside
 #   random init; the 40-epoch points are the object-vs-global experiment's (experiments/object_vs_global.sh),
 #   so its global arm is dropped here:
 #     DEVICE=cpu OBJECTIVES="global object" LENGTHS="live e10" PRETRAIN_ARGS="--precision bf16" \
 #       experiments/gain_vs_pretraining.sh runs/gain --arm byol=
-# Lengths: live = chapter 5's 48 steps; eN = N epochs of 68 steps (e40 = the cpu-full profile itself).
+# Lengths: live = chapter 5's 48 steps (with the profile's tau_base 0.99, not the chapter's 0.9); eN = N epochs of 68 steps (e40 = the cpu-full profile itself).
 # Environment: PY (default .venv/bin/python), DEVICE (default cuda; on cuda the pretraining runs go in
 # parallel, on cpu one after another), JOBS (fine-tuning runs at once; default 12 on cuda, 1 on cpu),
 # OBJECTIVES (default "global"), LENGTHS (default "live e2 e5 e10 e20 e40"), PRETRAIN_ARGS (more pretrain

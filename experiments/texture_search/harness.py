@@ -44,6 +44,17 @@ def dataset(name="v1", n_unl=8000, size=80, **kw):
     return d
 
 
+def pretraining_images(d, unl=""):
+    """BYOL's unlabelled pool: ``single`` = 8,000 images of one texture each (generated once, cached), else the
+    candidate set's unlabelled and train images (labels unused)."""
+    if unl != "single":
+        return torch.cat([d["unl"][0], d["train"][0]])
+    path = DATA / "single-u8000.pt"
+    if not path.is_file():
+        torch.save(tex.generate(8000, seed=0, code=8, workers=1, single=True)[0], path)
+    return torch.load(path)
+
+
 @torch.no_grad()
 def features(encoder, imgs, which="l4", batch=100):
     encoder.eval()

@@ -1,6 +1,6 @@
 """python pre.py NAME key=value ...: BYOL pretrain on a candidate set, then probe/kNN the encoder."""
 import sys, time, json, torch
-import harness as H, tex
+import harness as H
 from byol_lite.pretrain import pretrain
 
 args = dict(a.split("=", 1) for a in sys.argv[2:])
@@ -8,14 +8,7 @@ name = sys.argv[1]
 dsname = args.pop("ds", "v1")
 which = args.pop("which", "l4")
 d = H.dataset(dsname, workers=1)
-unlname = args.pop("unl", "")
-if unlname == "single":
-    p = H.DATA / "single-u8000.pt"
-    if not p.is_file():
-        torch.save(tex.generate(8000, seed=0, code=8, workers=1, single=True)[0], p)
-    unl = torch.load(p)
-else:
-    unl = torch.cat([d["unl"][0], d["train"][0]])
+unl = H.pretraining_images(d, args.pop("unl", ""))
 cfg = dict(width=16, image_size=32, batch_size=128, max_steps=300, base_lr=0.45, warmup_epochs=0.1, base_tau=0.99,
            precision="bf16", progress=False, rank_every=0, log_every=25, checkpoint_every=10**6, device="cpu",
            out_dir=H.RUNS / name, overwrite=True, proj_hidden=1024, pred_hidden=1024)

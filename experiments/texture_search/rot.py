@@ -1,12 +1,13 @@
 """BYOL on one unlabelled set with views that also randomise what the paper's views leave alone.
 
-python rot.py NAME unl=single|layout rotate=1 hue=0.5 seed=0 max_steps=300 ...
+python rot.py NAME unl=single|layout rotate=1 hue=0.5 seed=0 max_steps=300 [lr=0.45 eta=0.001 ...]
 
 The texture families' orientation is random per image, and the paper's views (crop, flip, jitter with
 hue +-0.1) keep it: two views of one image share orientation and most of its colours, which BYOL can match
 instead of the family. ``rotate=1`` turns every view by its own angle (uniform 0-360 degrees, reflected
 borders, before the crop); ``hue`` widens the hue shift (0.5: any hue). Then probes as the other scripts.
 """
+import copy
 import math
 import sys
 import time
@@ -16,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 import harness as H
-import tex
 from byol_lite.method.augment import BYOLAugment
 from byol_lite.method.byol import cosine_tau
 from byol_lite.method.optim import build_optimizer, scaled_lr, warmup_cosine
@@ -33,18 +33,14 @@ crop_min = float(args.pop("crop", 0.08))
 batch = int(args.pop("batch", 128))
 width = int(args.pop("width", 16))
 size = int(args.pop("size", 32))
+base_lr = float(args.pop("lr", 0.45))     # LARS, per 256 images
+eta = float(args.pop("eta", 1e-3))        # LARS trust coefficient: a step moves a tensor by ~lr * eta of its norm
 save_at = [int(v) for v in args.pop("save_at", "").split(",") if v]
 budgets = tuple(int(v) for v in args.pop("budgets", "16,400").split(","))
 assert not args, f"unknown arguments {args}"
 
 d = H.dataset("v1", workers=1)
-if unl == "single":
-    p = H.DATA / "single-u8000.pt"
-    if not p.is_file():
-        torch.save(tex.generate(8000, seed=0, code=8, workers=1, single=True)[0], p)
-    images = torch.load(p)
-else:
-    images = torch.cat([d["unl"][0], d["train"][0]])
+images = H.pretraining_images(d, unl)
 
 
 class RotatingAugment(BYOLAugment):
@@ -67,7 +63,7 @@ class RotatingAugment(BYOLAugment):
 
 
 cfg = PretrainConfig(width=width, image_size=size, batch_size=batch, proj_hidden=1024, pred_hidden=1024,
-                     base_lr=0.45, base_tau=0.99, blur_p1=0.0, blur_p2=0.0, crop_min_scale=crop_min)
+                     base_lr=base_lr, base_tau=0.99, blur_p1=0.0, blur_p2=0.0, crop_min_scale=crop_min)
 torch.manual_seed(seed)
 model = build_model(cfg).to(memory_format=torch.channels_last)
 base = build_augment(cfg)
@@ -77,6 +73,8 @@ aug = (RotatingAugment(size, v1, v2, angles_from=torch.Generator().manual_seed(s
        else BYOLAugment(size, v1, v2))
 peak = scaled_lr(cfg.base_lr, batch)
 opt = build_optimizer("lars", model.trainable_parameters(), peak, cfg.weight_decay)
+for g in opt.param_groups:
+    g["trust_coefficient"] = eta
 snaps = {}
 t = time.time()
 model.train()
@@ -92,14 +90,14 @@ for step in range(steps):
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
     opt.step()
-    model.update_target(cosine_tau(step, steps, 0.99))
+    model.update_target(cosine_tau(step, steps, cfg.base_tau))
     if step + 1 in save_at:
-        import copy
         snaps[step + 1] = copy.deepcopy(model.encoder.state_dict())
     if step % 100 == 0:
         print(step, float(out.loss), flush=True)
 H.log(kind="pretrain-rot", name=name, unl=unl, rotate=rotate, hue=hue, seed=seed, steps=steps, batch=batch,
-      width=width, size=size, crop=crop_min, seconds=round(time.time() - t), loss=round(float(out.loss), 4))
+      width=width, size=size, crop=crop_min, base_lr=base_lr, eta=eta, seconds=round(time.time() - t),
+      loss=round(float(out.loss), 4))
 torch.save(model.encoder.state_dict(), H.RUNS / f"{name}.pt")
 for k, sd in [*snaps.items(), (steps, model.encoder.state_dict())]:
     model.encoder.load_state_dict(sd)
