@@ -7,10 +7,10 @@ import copy
 
 import pytest
 import torch
-from torchvision.transforms.functional import adjust_hue
+from torchvision.transforms.functional import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation
 
 from byol_lite import BYOL, build_backbone
-from byol_lite.method.augment import BYOLAugment, _shift_hue
+from byol_lite.method.augment import BYOLAugment, _jitter_op_, _shift_hue_
 from byol_lite.method.view_norm import split_batch_norm_by_view
 from byol_lite.device import autocast, resolve_channels_last, resolve_precision
 
@@ -132,9 +132,22 @@ def test_hue_shift_matches_torchvision():
     x[0] = 0.5                                             # all grey: hue undefined, must stay grey
     x[1, :, :3] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)   # pure red
     shift = torch.tensor([0.1, -0.1, 0.5, -0.5, 0.03, 0.25])
-    ours = _shift_hue(x, shift)
+    ours = _shift_hue_(x.clone(), shift)
     for i in range(len(x)):
         torch.testing.assert_close(ours[i], adjust_hue(x[i], float(shift[i])), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("op, reference", [(0, adjust_brightness), (1, adjust_contrast),
+                                           (2, adjust_saturation), (3, adjust_hue)])
+def test_jitter_ops_match_torchvision(op, reference):
+    """Each in-place colour-jitter operation, with a different factor per image, against torchvision's
+    function on one image at a time (the grey weights differ in the fourth digit: 0.299 vs 0.2989)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 3, 8, 8, generator=gen)
+    f = torch.tensor([0.6, 1.0, 1.4, 1.8]) if op < 3 else torch.tensor([-0.1, 0.0, 0.05, 0.1])
+    ours = _jitter_op_(x.clone(), op, f)
+    for i in range(len(x)):
+        torch.testing.assert_close(ours[i], reference(x[i], float(f[i])), rtol=0, atol=1e-3)
 
 
 def test_channels_last_policy():
