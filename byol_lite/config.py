@@ -281,12 +281,14 @@ class RunConfig:
 
     # Settings that may change when a run is resumed: they do not alter the trajectory.
     RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = ("device", "num_workers", "log_every", "progress",
-                                                    "checkpoint_every", "skip_nonfinite")
+                                                    "checkpoint_every", "skip_nonfinite", "compile")
 
     device: str = option("auto", "cuda, cpu, or auto (CUDA when present)")
     precision: str = option("auto", "auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), "
                                     "fp32 or bf16", ["auto", "fp32", "bf16"])
     channels_last: Optional[bool] = option(None, "channels_last memory format; unset: on (only speed changes)")
+    compile: bool = option(False, "torch.compile the model's forward (inductor, compiled on the first steps); "
+                                  "off by default: no gain measured on 2-core CPUs (README, Speed)")
     num_workers: int = option(0, "DataLoader worker processes (pretraining: for image sets too large to cache)",
                               valid=NON_NEGATIVE)
     seed: int = option(0, "seed of initialisation, batch order, augmentation and dropout", valid=NON_NEGATIVE)

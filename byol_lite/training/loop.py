@@ -126,6 +126,8 @@ class Trainer:
                 set_rng_state(state["rng"])
             self.guard = NonFiniteGuard(self.folder, config.skip_nonfinite, advice,
                                         skipped=state.get("skipped_nonfinite", 0))
+            if config.compile:
+                model.compile()   # in place: parameter names, and so checkpoints, stay those of the eager model
             self.train_model = ctx.ddp(model)   # what the step calls: DDP averages the gradients over processes
             model.train()
             self.bar = tqdm(total=total, initial=self.step, desc=desc, unit="step",
