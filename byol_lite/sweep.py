@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,11 +135,23 @@ def cell_results(folder: Path) -> dict[str, Any]:
     return results
 
 
+class _KnownToChapter(logging.Filter):
+    """Drops papermill's "Passed unknown parameter" warning. papermill compares the names with the chapter's
+    ``parameters`` cell only, while a chapter accepts every field of its config and stops with the list of
+    valid names on any other (``byol_lite.config``): the warning would flag settings that do apply."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
 def run_sweep(sweep: Sweep | str | Path, out_dir: str | Path | None = None, progress: bool = True) -> SweepResult:
     """Executes every unfinished cell of ``sweep`` (a :class:`Sweep` or a sweep file), then writes the table
     and the plot. A failing cell does not stop the others; it is reported and retried by the next call."""
     import papermill
 
+    log = logging.getLogger("papermill")
+    if not any(isinstance(f, _KnownToChapter) for f in log.filters):
+        log.addFilter(_KnownToChapter())
     sweep = sweep if isinstance(sweep, Sweep) else load_sweep(sweep, out_dir)
     out = Path(out_dir or sweep.out_dir)
     rows, failed, skipped = [], [], 0
@@ -157,7 +170,9 @@ def run_sweep(sweep: Sweep | str | Path, out_dir: str | Path | None = None, prog
             print(f"[{i}/{len(cells)}] {', '.join(f'{k}={v}' for k, v in cell.items())}", flush=True)
         try:
             papermill.execute_notebook(sweep.notebook, executed, parameters=params, cwd=str(sweep.notebook.parent),
-                                       progress_bar=False, execution_timeout=sweep.timeout)
+                                       progress_bar=False, execution_timeout=sweep.timeout,
+                                       # the kernel's start-up notices (transport) are not the chapter's output
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"])
             row = {"cell": folder.name, **cell, **cell_results(folder / "run"), "notebook": str(executed)}
         except Exception as err:   # a chapter's failure is reported, the sweep goes on
             last = [line for line in str(err).splitlines() if line.strip()][-1:] or [type(err).__name__]

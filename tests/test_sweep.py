@@ -69,6 +69,19 @@ def test_sweep_table_resume_and_failures(chapter, tmp_path):
     assert len(executions(chapter)) == 8                    # only the two fixed cells ran again
 
 
+def test_sweep_output_holds_no_papermill_or_kernel_notices(chapter, tmp_path, capfd, caplog):
+    """A name missing from the parameters cell reaches the chapter (the chapters check names themselves),
+    so papermill's "Passed unknown parameter" and the kernel's transport notice are not printed."""
+    (chapter / "quiet.yaml").write_text("notebook: chapter.ipynb\nparameters: {scale: 2, note: 1}\n"
+                                        "grid: {x: [1]}\n")
+    result = run_sweep(chapter / "quiet.yaml", tmp_path / "quiet", progress=False)
+    assert [r["final.score"] for r in result.rows] == [20]
+    executed = nbformat.read(result.rows[0]["notebook"], 4)
+    assert "note = 1" in executed.cells[1].source           # papermill did pass it
+    printed = capfd.readouterr().err + "".join(r.getMessage() for r in caplog.records)
+    assert "Passed unknown parameter" not in printed and "without encryption" not in printed
+
+
 def test_sweep_file_errors_name_the_key(chapter):
     def error(text):
         (chapter / "bad.yaml").write_text(text)
