@@ -100,12 +100,14 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
                    label_fractions: Sequence[float] = (0.05, 1.0), seeds: Sequence[int] = (0, 1, 2),
                    lr_grid: Sequence[float] = (0.003, 0.01, 0.03), holdout_fraction: float = 0.2,
                    out_dir: str = "runs/experiment", jobs: int = 1, progress: bool = True,
-                   **params) -> ExperimentResult:
+                   subset_per_seed: bool = False, **params) -> ExperimentResult:
     """Fine-tunes every arm and returns their val mIoU per label fraction and seed; writes ``results.csv``,
     ``selection.csv``, ``summary.csv`` and ``label_efficiency.png`` to ``out_dir``.
 
     ``base`` (a :class:`FinetuneConfig` or a dict of its fields) and ``params`` set the shared recipe; ``arms``
     maps a name to an ``init`` (default: random vs ``runs/pretrain``). The LR search trains with ``seeds[0]``.
+    ``subset_per_seed``: every seed also labels its own subset (``subset_seed = seed``, the held-out part
+    with it), so the spread over seeds includes which images were labelled, not only the training noise.
     """
     base_params = dataclasses.asdict(base) if isinstance(base, FinetuneConfig) else dict(base or {})
     config = FinetuneConfig.of(None, **{**base_params, **params, "holdout_fraction": holdout_fraction,
@@ -114,7 +116,7 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     if not seeds or not lr_grid or not label_fractions or not arms:
         raise ValueError("arms, seeds, lr_grid and label_fractions must each name at least one value")
     if config.data == "synthetic":   # generate it once here, not in every worker at the same time
-        resolve_data_root(config.data, config.data_root)
+        resolve_data_root(config.data, config.data_root, config.dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(arm, init, fraction) for arm, init in arms.items() for fraction in label_fractions]
@@ -123,9 +125,12 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     def folder(arm, fraction):
         return out / arm / f"labels{fraction:g}"
 
+    def subset(seed):
+        return seed if subset_per_seed else config.subset_seed
+
     trials = [(cell, lr) for cell in cells for lr in lr_grid]
     scores = _run_all([dataclasses.replace(config, init=init, label_fraction=fraction, lr=lr, seed=seeds[0],
-                                           eval_on="holdout", out_dir=str(folder(arm, fraction) / f"select-lr{lr:g}"))
+                                           subset_seed=subset(seeds[0]), eval_on="holdout", out_dir=str(folder(arm, fraction) / f"select-lr{lr:g}"))
                        for (arm, init, fraction), lr in trials], jobs, bar)
     selection = [{"arm": arm, "init": init, "label_fraction": fraction, "n_train": r["n_train"], "lr": lr,
                   "holdout_miou": r["miou"], "run_dir": r["run_dir"]}
@@ -137,10 +142,11 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
 
     finals = [(cell, seed) for cell in cells for seed in seeds]
     results = _run_all([dataclasses.replace(config, init=init, label_fraction=fraction, lr=best[(arm, init, fraction)],
-                                            seed=seed, eval_on="val", out_dir=str(folder(arm, fraction) / f"seed{seed}"))
+                                            seed=seed, subset_seed=subset(seed), eval_on="val", out_dir=str(folder(arm, fraction) / f"seed{seed}"))
                         for (arm, init, fraction), seed in finals], jobs, bar)
     rows = [{"arm": arm, "init": init, **pretraining_of(init), "label_fraction": fraction, "n_train": r["n_train"],
-             "seed": seed, "lr": best[(arm, init, fraction)], "miou": r["miou"], "pixel_acc": r["pixel_acc"],
+             "seed": seed, "subset_seed": subset(seed), "lr": best[(arm, init, fraction)], "miou": r["miou"],
+             "pixel_acc": r["pixel_acc"],
              "run_dir": r["run_dir"]}
             for ((arm, init, fraction), seed), r in zip(finals, results)]
     bar.close()
@@ -155,7 +161,8 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     return ExperimentResult(rows, selection, summary, figure, out)
 
 
-_TYPES = {"pretrain_steps": float, "label_fraction": float, "n_train": int, "seed": int, "lr": float, "miou": float,
+_TYPES = {"pretrain_steps": float, "label_fraction": float, "n_train": int, "seed": int, "subset_seed": int,
+          "lr": float, "miou": float,
           "pixel_acc": float, "holdout_miou": float}
 
 
@@ -170,7 +177,8 @@ def read_results(out_dir: str | Path, table: str = "results") -> list[dict]:
 
 
 # --------------------------------------------------------------------------- command line
-EXPERIMENT_KEYS = ("arms", "label_fractions", "seeds", "lr_grid", "holdout_fraction", "out_dir", "jobs", "recipe")
+EXPERIMENT_KEYS = ("arms", "label_fractions", "seeds", "lr_grid", "holdout_fraction", "subset_per_seed", "out_dir",
+                   "jobs", "recipe")
 
 
 def load_experiment_file(path: str | Path) -> dict:
@@ -219,7 +227,8 @@ def _run_cli(args) -> int:
     recipe = dict(spec.get("recipe") or {})
     if args.device:
         recipe["device"] = args.device
-    grid = {k: spec[k] for k in ("label_fractions", "seeds", "lr_grid", "holdout_fraction") if k in spec}
+    grid = {k: spec[k] for k in ("label_fractions", "seeds", "lr_grid", "holdout_fraction", "subset_per_seed")
+            if k in spec}
     result = run_experiment(recipe, arms=arms, out_dir=args.out_dir or spec.get("out_dir", "runs/experiment"),
                             jobs=args.jobs or spec.get("jobs", 1), **grid)
     for s in result.summary:

@@ -44,6 +44,8 @@ class FinetuneConfig(RunConfig):
                                "is given, else synthetic)", ["auto", "synthetic", "voc"])
     data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (required for voc; for synthetic, where "
                                             "to generate it, default data/)")
+    dataset: str = option("shapes", "the embedded set data=synthetic reads: shapes, or objects (classes that "
+                                    "vary only as BYOL's views do)", ["shapes", "objects"])
     train_split: str = option("train", "labeled split to train on (e.g. train, train_aug)")
     val_split: str = option("val", "split for the reported evaluation")
     init: str = option("random", "backbone start: random, byol (runs/pretrain), a pretraining run folder, "
@@ -118,7 +120,7 @@ def _datasets(config: FinetuneConfig, train_dataset, val_dataset):
         raise ValueError("pass both train_dataset and val_dataset, or neither (to use config.data)")
     if train_dataset is None:
         train_dataset, val_dataset = labeled_splits(config.data, config.data_root, config.train_split,
-                                                    config.val_split)
+                                                    config.val_split, dataset=config.dataset)
     labels = getattr(train_dataset, "num_classes", None)
     num_classes = config.num_classes or labels or 21
     if labels is not None and num_classes < labels:

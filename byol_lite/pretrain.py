@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Optional
 
 import torch
 
-from byol_lite.config import (AT_LEAST_1, IMAGE_SIDE, NON_NEGATIVE, POSITIVE, UNIT, Range, RunConfig, add_command, option,
-                              probability)
+from byol_lite.config import (AT_LEAST_1, IMAGE_SIDE, NON_NEGATIVE, POSITIVE, UNIT, ParameterError, Range, RunConfig,
+                              add_command, option, probability)
 from byol_lite.data.fingerprint import dataset_fingerprint
 from byol_lite.data.unlabeled import in_memory, unlabeled_dataset
 from byol_lite.data.voc import resolve_source
@@ -32,13 +34,16 @@ from byol_lite.training.loop import BatchPlan, RunResult, Schedule, Trainer, ste
 class PretrainConfig(RunConfig):
     """Every setting of a pretraining run. Defaults follow the paper where it makes sense on a laptop."""
 
-    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = RunConfig.RESUMABLE_CHANGES + ("rank_every",)
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = RunConfig.RESUMABLE_CHANGES + ("rank_every", "snapshot_images",
+                                                                                    "stop_after_steps")
 
     data: str = option("auto", "unlabeled images: the embedded synthetic set, a VOC root, or a folder tree "
                                "(auto: voc when data_root is given, else synthetic)",
                        ["auto", "synthetic", "voc", "folder"])
     data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (voc), the image folder (folder), "
                                             "or where to generate the synthetic set (default data/)")
+    dataset: str = option("shapes", "the embedded set data=synthetic reads: shapes, or objects (classes that "
+                                    "vary only as BYOL's views do)", ["shapes", "objects"])
     data_split: Optional[str] = option(None, "VOC list to take images from (default trainval; e.g. train_aug)")
     backbone: str = option("resnet18", "torchvision ResNet", ["resnet18", "resnet34", "resnet50"])
     stem: str = option("auto", "small = 3x3 stride-1 stem without max-pool (auto: small for <= 96 px)",
@@ -74,16 +79,33 @@ class PretrainConfig(RunConfig):
     tau_schedule: str = option("cosine", "cosine (paper) or constant tau", ["cosine", "constant"])
     crop_min_scale: float = option(0.08, "smallest crop area fraction", valid=Range(0, 1, open_low=True))
     jitter_strength: float = option(1.0, "multiplier of the colour-jitter strengths", valid=NON_NEGATIVE)
+    hue: float = option(0.1, "largest hue shift of the colour jitter, fraction of a turn, before jitter_strength "
+                                "scales it (paper 0.1; 0.5: any hue)", valid=Range(0, 0.5))
+    rotation: float = option(0.0, "largest rotation of each view in degrees, reflected borders (0: none, the paper; "
+                                  "180: any angle)", valid=Range(0, 180))
     blur_p1: float = probability(1.0, "blur probability, view 1")
     blur_p2: float = probability(0.1, "blur probability, view 2")
     solarize_p1: float = probability(0.0, "solarize probability, view 1")
     solarize_p2: float = probability(0.2, "solarize probability, view 2")
-    out_dir: str = option(PRETRAIN_RUN, "run folder: config, metrics.jsonl, last.pt, backbone.pt")
+    out_dir: str = option(PRETRAIN_RUN, "run folder: config, metrics.jsonl, last.pt, backbone.pt, snapshots/")
     rank_every: int = option(100, "measure the features' effective rank every N steps (0: never)", valid=NON_NEGATIVE)
+    stop_after_steps: int = option(0, "pause after this many steps (checkpointed; continue with resume): a long "
+                                      "run in parts, its schedule unchanged", valid=NON_NEGATIVE)
+    snapshot_images: str = option("", "images seen at which the online encoder is also written to "
+                                      "snapshots/backbone-<images>.pt, comma-separated (e.g. 38400,153600,614400)")
 
     def __post_init__(self):
         self.data = resolve_source(self.data, self.data_root)    # run folders record what was read
         super().__post_init__()
+        self.snapshot_images = ",".join(map(str, self.snapshots()))
+
+    def snapshots(self) -> tuple[int, ...]:
+        """The ``snapshot_images`` counts, ascending, without repeats (a string field: configs hold no tuples)."""
+        parts = [v.strip() for v in self.snapshot_images.split(",") if v.strip()]
+        if not all(v.isdigit() and int(v) > 0 for v in parts):
+            raise ParameterError(f"parameter 'snapshot_images' is {self.snapshot_images!r}; valid values: positive "
+                                 "whole numbers of images, comma-separated (e.g. 38400,153600,614400)")
+        return tuple(sorted({int(v) for v in parts}))
 
     def tau(self, step: int, total_steps: int) -> float:
         """The target's EMA rate at ``step`` of ``total_steps``: cosine from base_tau to 1, or base_tau throughout."""
@@ -106,9 +128,14 @@ def build_model(config: PretrainConfig) -> BYOL:
 
 
 def build_augment(config: PretrainConfig) -> BYOLAugment:
-    v1, v2 = paper_views(config.crop_min_scale, config.jitter_strength,
-                         (config.blur_p1, config.blur_p2), (config.solarize_p1, config.solarize_p2))
+    v1, v2 = paper_views(config.crop_min_scale, config.jitter_strength, (config.blur_p1, config.blur_p2),
+                         (config.solarize_p1, config.solarize_p2), config.hue, config.rotation)
     return BYOLAugment(config.image_size, v1, v2)
+
+
+def snapshot_path(run_dir, images: int) -> Path:
+    """Where a run keeps the online encoder it had once ``images`` images were seen (``snapshot_images``)."""
+    return Path(run_dir) / "snapshots" / f"backbone-{images}.pt"
 
 
 def load_size(image_size: int) -> int:
@@ -147,19 +174,27 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
         split_batch_norm_by_view(model)
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
     images = dataset if dataset is not None else unlabeled_dataset(
-        config.data, config.data_root, image_size=load_size(config.image_size), split=config.data_split)
+        config.data, config.data_root, image_size=load_size(config.image_size), split=config.data_split,
+        dataset=config.dataset)
     plan = config.schedule(len(images))
     optimizer = build_optimizer(config.optimizer, model.trainable_parameters(), plan.peak_lr, config.weight_decay)
     augment, ctx, total = build_augment(config), trainer.ctx, plan.total_steps
     rows = ctx.rows(config.batch_size)     # this process's share of every batch
+    snapshots = config.snapshots()
     with trainer.open(config, model, optimizer, total, dataset_fingerprint(images), desc="BYOL pretraining",
-                      advice="Lower base_lr, or check the input images.",
+                      advice="Lower base_lr, or check the input images.", stop=config.stop_after_steps,
                       on_save=lambda folder: save_backbone(model.encoder, folder / "backbone.pt")):
         # fixed, un-augmented images for the effective-rank measurement
         probe = torch.stack([images[i] for i in range(min(256, len(images)))]) if config.rank_every else None
         source = images if config.objective == "global" else with_regions(images, config.num_regions, config.fh_scale,
                                                                           config.num_workers, config.progress)
-        order = BatchPlan(range(len(images)), config.batch_size, config.seed, trainer.step, total, rows, drop_last=True)
+        order = BatchPlan(range(len(images)), config.batch_size, config.seed, trainer.step, trainer.stop, rows,
+                          drop_last=True)
+        missed = [n for n in snapshots if n > total * config.batch_size
+                  or n <= trainer.step * config.batch_size and not snapshot_path(trainer.folder.path, n).is_file()]
+        if missed and ctx.is_main:
+            warnings.warn(f"snapshot_images {missed} will not be written: seen before step {trainer.step}, where "
+                          f"this run resumes, or past its last step ({total})", RuntimeWarning)
         for step, batch in trainer.steps(_batches(source, order, config.num_workers, trainer.device.type == "cuda")):
             batch = batch.to(trainer.device, non_blocking=True)
             gen = torch.Generator().manual_seed(step_seed(config.seed, step))
@@ -177,12 +212,17 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
                 model.update_target(tau)
 
             done = step + 1
+            for seen in snapshots:    # written by the step that reaches the count, at once: this step's weights
+                if ctx.is_main and (done - 1) * config.batch_size < seen <= done * config.batch_size:
+                    save_backbone(model.encoder, snapshot_path(trainer.folder.path, seen))
             if done % config.log_every == 0 or done in (1, total):
                 row = {"step": done, "epoch": done / plan.steps_per_epoch, "loss": loss.item(), "tau": tau, "lr": lr,
                        "collapse_std": collapse_std(ctx.gather(out.online_proj)), "images_per_s": trainer.throughput(done)}
                 if ctx.is_main and config.rank_every and (done % config.rank_every == 0 or done == total):
                     row["feature_rank"] = feature_rank(model.encoder, probe, augment.size)
                 trainer.log(row, ("loss", "collapse_std"))
+        if trainer.step < total:      # paused by stop_after_steps
+            return trainer.result()
         trainer.finish(lambda: {"steps": total, "final": trainer.history[-1] if trainer.history else {},
                                 "skipped_nonfinite": trainer.guard.skipped})
     return trainer.result()

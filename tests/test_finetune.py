@@ -249,6 +249,25 @@ def test_experiment_chooses_each_arms_lr_on_held_out_training_images(tmp_path):
         assert b[key] == pytest.approx(a[key], abs=1e-4)
 
 
+def test_subset_per_seed_labels_another_subset_for_every_seed(tmp_path):
+    from byol_lite.experiment import run_experiment
+
+    write_voc(tmp_path / "voc", {"train": shapes(10, size=24), "val": shapes(2, size=24, seed=1)})
+    base = {"data": "voc", "data_root": str(tmp_path / "voc"), "steps": 1, "batch_size": 2, "width": 8,
+            "crop_size": 24, "precision": "fp32"}
+    kept, varied = (run_experiment(base, arms={"random": "random"}, label_fractions=(0.25,), seeds=(0, 1, 2),
+                                   lr_grid=(0.01,), out_dir=str(tmp_path / name), progress=False,
+                                   subset_per_seed=flag).rows
+                    for name, flag in (("kept", False), ("varied", True)))
+
+    def trained_on(rows):   # the label subset each run was configured with, as image indices
+        seeds = [json.loads((Path(r["run_dir"]) / "config.json").read_text())["subset_seed"] for r in rows]
+        return [tuple(labeled_split(range(10), 0.25, 0.2, s)[0]) for s in seeds]
+
+    assert [r["subset_seed"] for r in kept] == [0, 0, 0] and [r["subset_seed"] for r in varied] == [0, 1, 2]
+    assert len(set(trained_on(kept))) == 1 and len(set(trained_on(varied))) == 3
+
+
 def test_experiment_file_errors_name_the_file_and_the_fix(tmp_path, capsys):
     from byol_lite.cli import main
 

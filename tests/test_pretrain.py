@@ -6,8 +6,10 @@ import time
 import pytest
 import torch
 
+import byol_lite.pretrain as pretrain_module
 from byol_lite.config import from_params, non_defaults
-from byol_lite.pretrain import PretrainConfig, build_model, pretrain
+from byol_lite.method.augment import paper_views
+from byol_lite.pretrain import PretrainConfig, build_augment, build_model, pretrain, snapshot_path
 from conftest import TINY, assert_same_run, interrupt_after_first_checkpoint
 
 
@@ -43,6 +45,19 @@ def test_resume_is_exact(blocks, tmp_path, monkeypatch):
     assert_same_run(straight, resumed)
     logged = [json.loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 5, 10, 15, 20]
+
+
+def test_a_run_paused_by_stop_after_steps_and_resumed_is_the_straight_run(blocks, tmp_path):
+    """A long run in parts: the pause keeps the whole run's schedules (LR, tau) and writes no done.json."""
+    params = dict(TINY, max_steps=12, checkpoint_every=100, log_every=4, rank_every=0)
+    straight = pretrain(dataset=blocks, out_dir=tmp_path / "straight", **params)
+    paused = pretrain(dataset=blocks, out_dir=tmp_path / "parts", stop_after_steps=5, **params)
+    assert [r["step"] for r in paused.history] == [1, 4]
+    assert not (tmp_path / "parts" / "done.json").exists()
+    assert torch.load(tmp_path / "parts" / "last.pt", weights_only=True)["step"] == 5
+    resumed = pretrain(dataset=blocks, out_dir=tmp_path / "parts", resume=True, **params)
+    assert_same_run(straight, resumed)
+    assert json.loads((tmp_path / "parts" / "done.json").read_text())["steps"] == 12
 
 
 def test_training_time_adds_up_over_a_resume_and_is_read_back(blocks, tmp_path, monkeypatch):
@@ -125,3 +140,78 @@ def test_tau_follows_the_configured_schedule():
     assert cosine.tau(99, 100) > 0.9999
     constant = PretrainConfig(base_tau=0.99, tau_schedule="constant")
     assert [constant.tau(k, 100) for k in (0, 50, 99)] == [0.99] * 3
+
+
+def test_hue_and_rotation_reach_both_views_and_default_to_the_paper():
+    aug = build_augment(PretrainConfig(hue=0.5, rotation=180, jitter_strength=1.0))
+    assert (aug.view1.hue, aug.view2.hue, aug.view1.rotation, aug.view2.rotation) == (0.5, 0.5, 180, 180)
+    assert build_augment(PretrainConfig(hue=0.3, jitter_strength=0.5)).view2.hue == pytest.approx(0.15)
+    default = build_augment(PretrainConfig())
+    assert (default.view1, default.view2) == paper_views() and default.view1.hue == 0.1
+    assert default.view1.rotation == default.view2.rotation == 0.0
+    with pytest.raises(ValueError, match=r"parameter 'hue' is 0\.6; valid range: \[0, 0\.5\]"):
+        PretrainConfig(hue=0.6)
+    with pytest.raises(ValueError, match=r"parameter 'rotation' is 190\.0; valid range: \[0, 180\]"):
+        PretrainConfig(rotation=190)
+
+
+def test_snapshot_images_are_positive_counts():
+    assert PretrainConfig(snapshot_images=" 38400,153600, 38400").snapshot_images == "38400,153600"
+    assert PretrainConfig(snapshot_images="153600,38400").snapshots() == (38400, 153600)
+    assert from_params(PretrainConfig, {"snapshot_images": 38400}).snapshots() == (38400,)
+    assert PretrainConfig().snapshots() == ()
+    for bad in ("0", "-5", "1.5", "38400;153600", "many"):
+        with pytest.raises(ValueError, match="parameter 'snapshot_images' is .*positive whole numbers"):
+            PretrainConfig(snapshot_images=bad)
+
+
+# 6 steps of 4 images: snapshots at 10 and 20 images fall after steps 3 (12 images) and 5 (20 images)
+SNAPSHOT_RUN = dict(TINY, width=4, image_size=16, proj_hidden=32, pred_hidden=32, proj_dim=16, batch_size=4,
+                    max_steps=6, precision="fp32")
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_snapshots_hold_the_encoder_of_their_step_and_survive_a_resume(blocks, tmp_path, monkeypatch):
+    data = blocks[:32]
+    run = pretrain(dataset=data, out_dir=tmp_path / "run", snapshot_images="20,10", **SNAPSHOT_RUN)
+    assert sorted(p.name for p in (run.run_dir / "snapshots").iterdir()) == ["backbone-10.pt", "backbone-20.pt"]
+    snap10, final = _weights(snapshot_path(run.run_dir, 10)), _weights(run.run_dir / "backbone.pt")
+    # the same run stopped by its checkpoint after step 3, the first that reached 10 images: the same encoder,
+    # not the weights of a later step (a state_dict kept in memory follows the training)
+    undo = interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(dataset=data, out_dir=tmp_path / "stopped", checkpoint_every=3, **SNAPSHOT_RUN)
+    undo()
+    assert _same(snap10, _weights(tmp_path / "stopped" / "backbone.pt"))
+    snap20 = _weights(snapshot_path(run.run_dir, 20))
+    assert not _same(snap10, final) and not _same(snap10, snap20) and not _same(snap20, final)
+
+    # stopped after its checkpoint at step 4, then resumed with two more counts: 8 (passed, never written) and 24
+    def stop_at_checkpoint(backbone, path):
+        real_save(backbone, path)
+        if path.name == "backbone.pt":
+            raise KeyboardInterrupt
+
+    real_save = pretrain_module.save_backbone
+    monkeypatch.setattr(pretrain_module, "save_backbone", stop_at_checkpoint)
+    split = tmp_path / "split"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(dataset=data, out_dir=split, checkpoint_every=4, snapshot_images="10,20", **SNAPSHOT_RUN)
+    monkeypatch.setattr(pretrain_module, "save_backbone", real_save)
+    written = snapshot_path(split, 10).read_bytes(), snapshot_path(split, 10).stat().st_ino
+    assert not snapshot_path(split, 20).exists()
+    with pytest.warns(RuntimeWarning, match=r"snapshot_images \[8\] will not be written"):
+        resumed = pretrain(dataset=data, out_dir=split, checkpoint_every=4, snapshot_images="8,10,20,24",
+                           resume=True, **SNAPSHOT_RUN)
+    assert_same_run(run, resumed)
+    assert (snapshot_path(split, 10).read_bytes(), snapshot_path(split, 10).stat().st_ino) == written   # untouched
+    assert not snapshot_path(split, 8).exists()
+    assert _same(_weights(snapshot_path(split, 20)), _weights(snapshot_path(run.run_dir, 20)))
+    assert _same(_weights(snapshot_path(split, 24)), final)

@@ -17,14 +17,14 @@ def _synthetic(args) -> int:
     from byol_lite.data.synthetic import DEFAULT_SIZES, available_cpus, build_synthetic, is_current, read_manifest
 
     sizes = {k: getattr(args, k) for k in DEFAULT_SIZES if getattr(args, k) is not None}
-    fresh = args.force or not is_current(args.out, args.seed, **sizes)
+    fresh = args.force or not is_current(args.out, args.seed, args.dataset, **sizes)
     t0 = time.perf_counter()
-    out = build_synthetic(args.out, seed=args.seed, force=args.force, **sizes)
+    out = build_synthetic(args.out, seed=args.seed, force=args.force, dataset=args.dataset, **sizes)
     seconds = time.perf_counter() - t0
     state = f"generated in {seconds:.1f} s (up to {available_cpus()} processes)" if fresh else "up to date (manifest matches)"
     print(f"{out}: {state}")
     manifest = read_manifest(out)
-    print(json.dumps({k: manifest[k] for k in ("version", "seed", "sizes", "pixel_shares")}, indent=2))
+    print(json.dumps({k: manifest[k] for k in ("dataset", "version", "seed", "sizes", "pixel_shares")}, indent=2))
     return 0
 
 
@@ -38,7 +38,7 @@ def _prepare_voc(args) -> int:
 
 def add_cli(subparsers) -> None:
     from byol_lite.config import NON_NEGATIVE, bounded
-    from byol_lite.data.synthetic import DEFAULT_SIZES, SIZE_RANGES
+    from byol_lite.data.synthetic import DATASETS, DEFAULT_SIZES, SIZE_RANGES, default_sizes
 
     data = subparsers.add_parser("data", help="datasets: check, generate the embedded set, prepare real VOC",
                                  description="Datasets: check a VOC-layout dataset, generate the embedded "
@@ -57,9 +57,14 @@ def add_cli(subparsers) -> None:
     p = sub.add_parser("synthetic", help="generate the embedded default dataset (VOC layout)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (it will contain VOCdevkit/)")
     p.add_argument("--seed", type=bounded("seed", int, NON_NEGATIVE), default=0, help="generator seed (default: 0)")
+    p.add_argument("--dataset", choices=list(DATASETS), default="shapes",
+                   help="shapes: five shape classes with textures independent of the class (default); objects: "
+                        "five object prototypes varied only as BYOL's views vary them")
     for name, default in DEFAULT_SIZES.items():
+        objects = default_sizes("objects")[name]
+        note = f" ({objects} for objects)" if objects != default else ""
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=bounded(name, int, SIZE_RANGES[name]),
-                       default=None, metavar="N", help=f"default: {default}")
+                       default=None, metavar="N", help=f"default: {default}{note}")
     p.add_argument("--force", action="store_true", help="regenerate even if the manifest matches")
     p.set_defaults(func=_synthetic)
 

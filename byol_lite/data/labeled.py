@@ -32,22 +32,24 @@ def labeled_split(ids: Sequence, fraction: float = 1.0, holdout_fraction: float 
     return [ids[i] for i in train], [ids[i] for i in holdout]
 
 
-def resolve_data_root(data: str, data_root: str | None) -> Path | str:
-    """The folder containing VOCdevkit/: the embedded synthetic set (generated on first use) or the user's VOC."""
+def resolve_data_root(data: str, data_root: str | None, dataset: str = "shapes") -> Path | str:
+    """The folder containing VOCdevkit/: the embedded synthetic set ``dataset`` (generated on first use) or the
+    user's VOC."""
     from byol_lite.data.synthetic import ensure_synthetic
 
     if data == "synthetic":
-        return ensure_synthetic(data_root)
+        return ensure_synthetic(data_root, dataset=dataset)
     if data_root is None:
         raise ValueError("data=voc needs data_root: the folder that contains VOCdevkit/ (--data-root DIR)")
     return data_root
 
 
-def labeled_splits(data: str, data_root: str | None, *splits: str) -> list:
-    """One :class:`~byol_lite.data.voc.VOCSegmentation` per split of the labeled data ``data`` names."""
+def labeled_splits(data: str, data_root: str | None, *splits: str, dataset: str = "shapes") -> list:
+    """One :class:`~byol_lite.data.voc.VOCSegmentation` per split of the labeled data ``data`` (and, for the
+    embedded set, ``dataset``) names."""
     from byol_lite.data.voc import VOCSegmentation
 
-    root = resolve_data_root(data, data_root)
+    root = resolve_data_root(data, data_root, dataset)
     return [VOCSegmentation(root, split) for split in splits]
 
 

@@ -26,12 +26,18 @@ import numpy as np
 
 from byol_lite.checkpoint import lock_folder
 from byol_lite.config import Range
+from byol_lite.data.objects import OBJECT_CLASSES, class_prototypes, render_objects
 
 # Bump when the rendering changes: the folder name and the manifest carry it, so stale files are
 # never served after an upgrade.
 GENERATOR_VERSION = 1
 SHAPE_CLASSES: tuple[str, ...] = ("background", "ellipse", "rectangle", "triangle", "star", "cross")
 DEFAULT_SIZES = {"image_size": 80, "train": 400, "val": 300, "unlabeled": 4000}
+# The embedded sets by name: their classes and what differs from DEFAULT_SIZES. ``shapes`` (the default) draws
+# each class with colours and textures independent of it; ``objects`` (byol_lite.data.objects) makes every class
+# one prototype that varies only as BYOL's views do, with twice the unlabeled images.
+DATASETS = {"shapes": {"classes": SHAPE_CLASSES, "sizes": {}},
+            "objects": {"classes": OBJECT_CLASSES, "sizes": {"unlabeled": 8000}}}
 SIZE_RANGES = {"image_size": Range(16, 512), "train": Range(1), "val": Range(1), "unlabeled": Range(0)}
 LABELED_SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 1, "val": 2, "unlabeled": 3}
@@ -201,11 +207,16 @@ def _render_chunk(args) -> np.ndarray:
 
     from byol_lite.data.palette import save_mask
 
-    base, split, seed, size, start, stop = args
+    base, dataset, split, seed, size, start, stop = args
     base = Path(base)
     counts = np.zeros(256, np.int64)
+    if dataset == "objects":
+        prototypes = class_prototypes(seed, len(OBJECT_CLASSES))
+        draw = lambda rng: render_objects(rng, size, prototypes)   # noqa: E731
+    else:
+        draw = lambda rng: render(rng, size)                        # noqa: E731
     for i in range(start, stop):
-        img, label = render(np.random.default_rng([seed, _SPLIT_CODE[split], i]), size)
+        img, label = draw(np.random.default_rng([seed, _SPLIT_CODE[split], i]))
         name = image_id(split, i)
         Image.fromarray(img).save(base / "JPEGImages" / f"{name}.jpg", quality=_JPEG_QUALITY)
         if split in LABELED_SPLITS:
@@ -221,22 +232,30 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _check_sizes(sizes: dict) -> dict:
+def default_sizes(dataset: str = "shapes") -> dict:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown embedded dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+    return {**DEFAULT_SIZES, **DATASETS[dataset]["sizes"]}
+
+
+def _check_sizes(sizes: dict, dataset: str = "shapes") -> dict:
     unknown = sorted(set(sizes) - set(DEFAULT_SIZES))
     if unknown:
         raise ValueError(f"unknown synthetic size(s) {', '.join(unknown)}; valid: {', '.join(DEFAULT_SIZES)}")
-    out = {**DEFAULT_SIZES, **{k: int(v) for k, v in sizes.items()}}
+    out = {**default_sizes(dataset), **{k: int(v) for k, v in sizes.items()}}
     for name, valid in SIZE_RANGES.items():
         if out[name] not in valid:
             raise ValueError(f"parameter {name!r} is {out[name]}; valid range: {valid}")
     return out
 
 
-def manifest_for(seed: int, sizes: dict) -> dict:
+def manifest_for(seed: int, sizes: dict, dataset: str = "shapes") -> dict:
     """The keys that identify a generated dataset; a stored manifest must match them to be reused."""
-    return {"generator": "byol_lite.data.synthetic", "version": GENERATOR_VERSION, "seed": int(seed),
-            "sizes": _check_sizes(sizes), "classes": list(SHAPE_CLASSES),
-            "voc_indices": {name: i for i, name in enumerate(SHAPE_CLASSES)}}
+    checked = _check_sizes(sizes, dataset)
+    classes = DATASETS[dataset]["classes"]
+    return {"generator": "byol_lite.data.synthetic", "dataset": dataset, "version": GENERATOR_VERSION,
+            "seed": int(seed), "sizes": checked, "classes": list(classes),
+            "voc_indices": {name: i for i, name in enumerate(classes)}}
 
 
 def read_manifest(folder) -> dict | None:
@@ -250,14 +269,14 @@ def _matches(stored: dict | None, wanted: dict) -> bool:
     return stored is not None and all(stored.get(k) == v for k, v in wanted.items())
 
 
-def _write(tmp: Path, seed: int, sizes: dict, workers: int | None) -> dict:
+def _write(tmp: Path, seed: int, sizes: dict, workers: int | None, dataset: str) -> dict:
     """Writes a complete dataset into ``tmp`` (the folder that will contain VOCdevkit/)."""
     base = tmp / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     counts = {s: np.zeros(256, np.int64) for s in _SPLIT_CODE}
     chunk = 50
-    jobs = [(str(base), split, seed, sizes["image_size"], a, min(a + chunk, sizes[split]))
+    jobs = [(str(base), dataset, split, seed, sizes["image_size"], a, min(a + chunk, sizes[split]))
             for split in _SPLIT_CODE for a in range(0, sizes[split], chunk)]
     total = sum(sizes[s] for s in _SPLIT_CODE)
     if workers is None:                             # forking costs more than rendering a small set
@@ -271,21 +290,22 @@ def _write(tmp: Path, seed: int, sizes: dict, workers: int | None) -> dict:
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             results = list(pool.map(_render_chunk, jobs))
     for job, res in zip(jobs, results):
-        counts[job[1]] += res
+        counts[job[2]] += res
     lists = base / "ImageSets" / "Segmentation"
     ids = {s: [image_id(s, i) for i in range(sizes[s])] for s in _SPLIT_CODE}
     for name, members in (("train", ids["train"]), ("val", ids["val"]), ("trainval", ids["train"] + ids["val"]),
                           ("unlabeled", ids["unlabeled"])):
         (lists / f"{name}.txt").write_text("".join(f"{i}\n" for i in members))
-    (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in SHAPE_CLASSES))
+    classes = DATASETS[dataset]["classes"]
+    (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     shares = {}
     for split in LABELED_SPLITS:
         c = counts[split]
         n = int(c.sum())
-        shares[split] = {**{name: round(int(c[i]) / n, 4) for i, name in enumerate(SHAPE_CLASSES)},
+        shares[split] = {**{name: round(int(c[i]) / n, 4) for i, name in enumerate(classes)},
                          "ignore (255)": round(int(c[255]) / n, 4)}
     # No timings in the manifest: the same seed must give byte-identical files on every machine.
-    manifest = {**manifest_for(seed, sizes), "pixel_shares": shares}
+    manifest = {**manifest_for(seed, sizes, dataset), "pixel_shares": shares}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -302,17 +322,18 @@ def _lock(folder: Path):
             os.close(fd)
 
 
-def is_current(folder, seed: int = 0, **sizes) -> bool:
-    """Whether ``folder`` holds the dataset of this generator version, seed and sizes."""
-    return _matches(read_manifest(folder), manifest_for(seed, sizes))
+def is_current(folder, seed: int = 0, dataset: str = "shapes", **sizes) -> bool:
+    """Whether ``folder`` holds the dataset of this name, generator version, seed and sizes."""
+    return _matches(read_manifest(folder), manifest_for(seed, sizes, dataset))
 
 
-def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool = False, **sizes) -> Path:
-    """Generates the dataset into ``out`` (which will contain VOCdevkit/) unless its manifest matches (version,
-    seed, sizes): into a temporary sibling renamed into place, so ``out`` is never half-written. Refuses to
-    replace a non-empty folder that is not a synthetic dataset."""
+def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool = False, dataset: str = "shapes",
+                    **sizes) -> Path:
+    """Generates the embedded set ``dataset`` into ``out`` (which will contain VOCdevkit/) unless its manifest
+    matches (name, version, seed, sizes): into a temporary sibling renamed into place, so ``out`` is never
+    half-written. Refuses to replace a non-empty folder that is not a synthetic dataset."""
     out = Path(out)
-    wanted = manifest_for(seed, sizes)
+    wanted = manifest_for(seed, sizes, dataset)
     if not force and _matches(read_manifest(out), wanted):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +349,7 @@ def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool 
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)               # mkdtemp's 0700 would make a shared data/ private
         try:
-            _write(tmp, int(seed), wanted["sizes"], workers)
+            _write(tmp, int(seed), wanted["sizes"], workers, dataset)
             old = None
             if out.exists():
                 old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -342,14 +363,15 @@ def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool 
     return out
 
 
-def ensure_synthetic(root: str | Path | None = None, seed: int = 0, **sizes) -> Path:
-    """The embedded dataset's folder, generated on first use: ``root/synthetic-v<version>-s<seed>``, sizes
-    appended when not the defaults (a small test set never replaces the default one). ``root``: where
-    datasets live (default ``$BYOL_LITE_DATA``, else ``<repo>/data``, git-ignored)."""
+def ensure_synthetic(root: str | Path | None = None, seed: int = 0, dataset: str = "shapes", **sizes) -> Path:
+    """The embedded dataset's folder, generated on first use: ``root/synthetic-v<version>-s<seed>`` for shapes,
+    ``root/objects-v<version>-s<seed>`` for objects, sizes appended when not the defaults (a small test set
+    never replaces the default one). ``root``: where datasets live (default ``$BYOL_LITE_DATA``, else
+    ``<repo>/data``, git-ignored)."""
     if root is None:
         root = os.environ.get("BYOL_LITE_DATA") or Path(__file__).resolve().parents[2] / "data"
-    full = _check_sizes(sizes)
-    name = f"synthetic-v{GENERATOR_VERSION}-s{int(seed)}"
-    if full != DEFAULT_SIZES:
+    full = _check_sizes(sizes, dataset)
+    name = f"{'synthetic' if dataset == 'shapes' else dataset}-v{GENERATOR_VERSION}-s{int(seed)}"
+    if full != default_sizes(dataset):
         name += "-px{image_size}-t{train}-v{val}-u{unlabeled}".format(**full)
-    return build_synthetic(Path(root) / name, seed=seed, **sizes)
+    return build_synthetic(Path(root) / name, seed=seed, dataset=dataset, **sizes)

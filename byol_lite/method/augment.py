@@ -1,9 +1,10 @@
 """BYOL's two view distributions, applied to a whole batch on its own device.
 
 Every image draws its own crop, flip, jitter, grayscale, blur and solarize parameters, as in the official
-code (byol-pytorch draws one set per batch), on the CPU from a ``torch.Generator``, so a seed gives the same
-views on any device; the pixel work runs where the batch lives. The crop box and flip are returned on
-request, so a mask can follow a view exactly (:func:`apply_geometry`).
+code (byol-pytorch draws one set per batch), and, beyond the paper, a rotation angle when asked for, on the CPU
+from a ``torch.Generator``, so a seed gives the same views on any device; the pixel work runs where the batch
+lives. The angle, crop box and flip are returned on request, so a mask can follow a view exactly
+(:func:`apply_geometry`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class ViewConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
+    rotation: float = 0.0     # degrees: each image turns by its own angle in [-rotation, rotation] (180: any)
     jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
@@ -45,19 +47,22 @@ VIEW2 = ViewConfig(blur_p=0.1, solarize_p=0.2)   # T'
 
 def paper_views(crop_min_scale: float = 0.08, jitter_strength: float = 1.0,
                 blur_p: tuple[float, float] = (1.0, 0.1), solarize_p: tuple[float, float] = (0.0, 0.2),
-                ) -> tuple[ViewConfig, ViewConfig]:
-    """The paper's pair, with the knobs chapters and ablations turn (jitter strength scales all four factors)."""
+                hue: float = 0.1, rotation: float = 0.0) -> tuple[ViewConfig, ViewConfig]:
+    """The paper's pair, with the knobs chapters and ablations turn (jitter strength scales all four factors,
+    ``hue`` the largest hue shift before that scaling; ``rotation``: degrees, both views, 0 in the paper)."""
     def make(base: ViewConfig, blur: float, sol: float) -> ViewConfig:
-        return replace(base, crop_scale=(crop_min_scale, 1.0), blur_p=blur, solarize_p=sol,
+        return replace(base, crop_scale=(crop_min_scale, 1.0), blur_p=blur, solarize_p=sol, rotation=rotation,
                        brightness=0.4 * jitter_strength, contrast=0.4 * jitter_strength,
-                       saturation=0.2 * jitter_strength, hue=min(0.5, 0.1 * jitter_strength))
+                       saturation=0.2 * jitter_strength, hue=min(0.5, hue * jitter_strength))
     return make(VIEW1, blur_p[0], solarize_p[0]), make(VIEW2, blur_p[1], solarize_p[1])
 
 
 @dataclass
 class ViewParams:
     """Per-image parameters of one view (CPU tensors, first dimension = batch); ``boxes`` are ``(x0, y0, x1, y1)``
-    fractions of the input's width/height, ``flipped`` mirrors left-right after cropping."""
+    fractions of the input's width/height, ``flipped`` mirrors left-right after cropping, ``angle`` turns the
+    input about its centre before cropping, counter-clockwise as displayed (torchvision's ``rotate``; π/2 is
+    ``torch.rot90(x, 1, dims=(-2, -1))``)."""
 
     boxes: torch.Tensor        # [B, 4] float
     flipped: torch.Tensor      # [B] bool
@@ -68,6 +73,7 @@ class ViewParams:
     blurred: torch.Tensor      # [B] bool
     sigma: torch.Tensor        # [B] float
     solarized: torch.Tensor    # [B] bool
+    angle: torch.Tensor        # [B] float, radians
 
     def first_for_all(self) -> "ViewParams":
         """The first image's parameters repeated over the batch (one draw per batch, as byol-pytorch does)."""
@@ -84,7 +90,8 @@ def _uniform(gen, n, lo, hi):
 
 def sample_params(batch: int, height: int, width: int, cfg: ViewConfig, gen: torch.Generator) -> ViewParams:
     """Draws one view's parameters for ``batch`` images of ``height × width``. The crop follows
-    ``RandomResizedCrop``: up to 10 tries for an (area, aspect) that fits, else a centre crop."""
+    ``RandomResizedCrop``: up to 10 tries for an (area, aspect) that fits, else a centre crop. The angles are
+    drawn last and only when ``cfg.rotation`` > 0, so without rotation a seed gives the views it always gave."""
     tries = 10
     area = height * width * _uniform(gen, (batch, tries), *cfg.crop_scale)
     log_r = _uniform(gen, (batch, tries), math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
@@ -125,13 +132,16 @@ def sample_params(batch: int, height: int, width: int, cfg: ViewConfig, gen: tor
     blurred = torch.rand(batch, generator=gen) < cfg.blur_p
     sigma = _uniform(gen, batch, *cfg.blur_sigma)
     solarized = torch.rand(batch, generator=gen) < cfg.solarize_p
-    return ViewParams(boxes, flipped, jittered, factors, order, grayscale, blurred, sigma, solarized)
+    limit = math.radians(cfg.rotation)
+    angle = _uniform(gen, batch, -limit, limit) if cfg.rotation > 0 else torch.zeros(batch)
+    return ViewParams(boxes, flipped, jittered, factors, order, grayscale, blurred, sigma, solarized, angle)
 
 
-def _sampling_grid(params: ViewParams, size: int, device) -> torch.Tensor:
+def _sampling_grid(params: ViewParams, size: int, device, aspect: float = 1.0) -> torch.Tensor:
     """``grid_sample`` coordinates [B, size, size, 2] that map output pixels to the crop box (mirrored if
-    flipped). The map is a per-axis scale and shift, so it is built elementwise: ``F.affine_grid``'s batched
-    3×2 matmul took 2.4 ms a view at batch 64 and 64 px, this 0.3 ms (2 threads, AMD EPYC, 2026-12-07)."""
+    flipped) of the input turned by ``angle``; ``aspect``: the input's width / height. Without rotation the map
+    is a per-axis scale and shift, so it is built elementwise: ``F.affine_grid``'s batched 3×2 matmul took
+    2.4 ms a view at batch 64 and 64 px, this 0.3 ms (2 threads, AMD EPYC, 2026-12-07)."""
     b = params.boxes.to(device=device, dtype=torch.float32)
     sx = b[:, 2] - b[:, 0]
     sy = b[:, 3] - b[:, 1]
@@ -142,15 +152,25 @@ def _sampling_grid(params: ViewParams, size: int, device) -> torch.Tensor:
     gx = torch.addcmul(cx[:, None], sx[:, None], base)            # [B, size], along the width
     gy = torch.addcmul(cy[:, None], sy[:, None], base)            # [B, size], along the height
     n = len(b)
-    return torch.stack((gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)), dim=-1)
+    gx, gy = gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)
+    if params.angle.any():
+        # Output → input is the inverse turn, in pixel units (a [-1, 1] unit is width/2 px along x, height/2
+        # along y): x' = x cos a − y sin a, y' = x sin a + y cos a, with y pointing down.
+        a = params.angle.to(device=device, dtype=torch.float32)[:, None, None]
+        cos, sin = torch.cos(a), torch.sin(a)
+        gx, gy = cos * gx - sin / aspect * gy, sin * aspect * gx + cos * gy
+    return torch.stack((gx, gy), dim=-1)
 
 
 def apply_geometry(x: torch.Tensor, params: ViewParams, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Crops, resizes to ``size × size`` and flips ``x`` [B, C, H, W] as the view did: ``mode="nearest"`` for
-    masks (integer tensors keep their dtype), any ``size`` (a feature map's) for a mask at that resolution."""
-    grid = _sampling_grid(params, size, x.device)
+    """Turns, crops, resizes to ``size × size`` and flips ``x`` [B, C, H, W] as the view did: ``mode="nearest"``
+    for masks (integer tensors keep their dtype), any ``size`` (a feature map's) for a mask at that resolution.
+    A turned view reaches past the input's edges, which are reflected there (no empty corners); without
+    rotation the edge pixels are repeated as always (bicubic taps beyond the edge differ between the two)."""
+    grid = _sampling_grid(params, size, x.device, x.shape[-1] / x.shape[-2])
     src = x if x.is_floating_point() else x.float()
-    out = F.grid_sample(src, grid, mode=mode, padding_mode="border", align_corners=False)
+    padding = "reflection" if params.angle.any() else "border"
+    out = F.grid_sample(src, grid, mode=mode, padding_mode=padding, align_corners=False)
     return out if x.is_floating_point() else out.round().to(x.dtype)
 
 

@@ -261,3 +261,43 @@ def show_nearest_patches(images, features: dict, query: tuple[int, int, int],
         for ax in axes[r, len(found) + 1:]:
             ax.set_axis_off()
     return fig
+
+
+def plot_gain_vs_images(rows: Sequence[dict]) -> Figure:
+    """val mIoU against the images BYOL has seen (log axis), a panel per ``evaluation`` (probe, fine-tune):
+    each pretraining seed's mean over label subsets as a dot, their mean as a line; random init as a band
+    (mean ± 2 SD over its label subsets) and the supervised oracle as a dashed line, the floor at 0 in view.
+    ``rows``: the gain-vs-images table (``kind`` random / byol / oracle, ``images_seen``, ``pretrain_seed``)."""
+    evaluations = list(dict.fromkeys(r["evaluation"] for r in rows))
+    fig = Figure(figsize=(5.2 * len(evaluations), 3.9), layout="constrained")
+    for ax, evaluation in zip(fig.subplots(1, len(evaluations), squeeze=False)[0], evaluations):
+        here = [r for r in rows if r["evaluation"] == evaluation]
+        random = np.array([float(r["miou"]) for r in here if r["kind"] == "random"])
+        oracle = [float(r["miou"]) for r in here if r["kind"] == "oracle"]
+        byol = [r for r in here if r["kind"] == "byol"]
+        per_seed: dict[tuple, list[float]] = defaultdict(list)
+        for r in byol:
+            per_seed[(int(r["images_seen"]), r["pretrain_seed"])].append(float(r["miou"]))
+        lengths = sorted({n for n, _ in per_seed})
+        dots = [(n, float(np.mean(v))) for (n, _), v in per_seed.items()]
+        ax.scatter([n for n, _ in dots], [m for _, m in dots], s=14, color="C0", alpha=0.7, label="BYOL, one seed each")
+        ax.plot(lengths, [np.mean([m for n, m in dots if n == length]) for length in lengths], color="C0",
+                marker="o", label="BYOL, mean over seeds")
+        if len(random):
+            spread = 2 * random.std(ddof=1) if len(random) > 1 else 0.0
+            ax.axhspan(random.mean() - spread, random.mean() + spread, color="C1", alpha=0.25,
+                       label="random init (mean ± 2 SD)")
+            ax.axhline(random.mean(), color="C1")
+        if oracle:
+            ax.axhline(float(np.mean(oracle)), color="C2", linestyle="--", label="supervised oracle")
+        ax.set_xscale("log")
+        ax.set_xticks(lengths, [f"{n / 1000:g}k" if n < 1e6 else f"{n / 1e6:g}M" for n in lengths])
+        ax.minorticks_off()
+        ax.set_ylim(0, max([1e-3, *oracle, *(m for _, m in dots), *random]) * 1.1)
+        ax.set_xlabel("images seen by BYOL (log scale)")
+        ax.set_ylabel("val mIoU")
+        n_train = here[0]["n_train"]
+        ax.set_title(f"{evaluation}, {n_train} labelled images")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    return fig

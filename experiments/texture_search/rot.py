@@ -99,7 +99,10 @@ H.log(kind="pretrain-rot", name=name, unl=unl, rotate=rotate, hue=hue, seed=seed
       width=width, size=size, crop=crop_min, base_lr=base_lr, eta=eta, seconds=round(time.time() - t),
       loss=round(float(out.loss), 4))
 torch.save(model.encoder.state_dict(), H.RUNS / f"{name}.pt")
-for k, sd in [*snaps.items(), (steps, model.encoder.state_dict())]:
+# A copy: state_dict() holds the live tensors, which loading the snapshots below overwrites (an earlier version
+# evaluated the last snapshot twice and called the second one the end of the run).
+final = copy.deepcopy(model.encoder.state_dict())
+for k, sd in [*snaps.items(), (steps, final)]:
     model.encoder.load_state_dict(sd)
     tag = name if k == steps else f"{name}@{k}"
     H.global_probe(model.encoder, tag)

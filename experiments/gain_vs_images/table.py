@@ -1,0 +1,79 @@
+"""The gain-vs-images table from the probe and fine-tuning experiments (experiments/gain_vs_images.sh).
+
+python table.py encoder FINETUNE_RUN OUT.pt   the backbone of a fine-tuned model, as an init= file
+python table.py table OUT TABLE_DIR           OUT/{probe,finetune}/results.csv -> TABLE_DIR/results.csv,
+                                              summary.csv and gain_vs_images.png
+Arms are named ``random``, ``oracle`` or ``s<pretraining seed>-<images seen>``.
+"""
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from byol_lite.checkpoint import atomic_write_csv
+from byol_lite.experiment import read_results
+from byol_lite.method.backbones import save_backbone
+from byol_lite.segmentation.model import load_segmentation_model
+from byol_lite.segmentation.viz import plot_gain_vs_images
+
+
+def arm_fields(arm: str) -> dict:
+    if arm in ("random", "oracle"):
+        return {"kind": arm, "pretrain_seed": "", "images_seen": 0}
+    seed, images = arm[1:].split("-")
+    return {"kind": "byol", "pretrain_seed": int(seed), "images_seen": int(images)}
+
+
+def table(out: Path) -> list[dict]:
+    rows = []
+    for evaluation in ("probe", "finetune"):
+        if not (out / evaluation / "results.csv").is_file():
+            continue
+        for r in read_results(out / evaluation):
+            rows.append({"evaluation": evaluation, "arm": r["arm"], **arm_fields(r["arm"]),
+                         "label_fraction": r["label_fraction"], "n_train": r["n_train"],
+                         "subset_seed": r["subset_seed"], "lr": r["lr"], "miou": round(r["miou"], 4),
+                         "pixel_acc": round(r["pixel_acc"], 4)})
+    return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per evaluation and length: mean over seeds and subsets, the SD of the pretraining seeds' means, the
+    gain over random init and whether it exceeds 2 SD of the two arms' spreads combined."""
+    out = []
+    for evaluation in dict.fromkeys(r["evaluation"] for r in rows):
+        here = [r for r in rows if r["evaluation"] == evaluation]
+        random = np.array([r["miou"] for r in here if r["kind"] == "random"])
+        for kind, length in dict.fromkeys((r["kind"], r["images_seen"]) for r in here):
+            arm = [r for r in here if (r["kind"], r["images_seen"]) == (kind, length)]
+            seeds = sorted({r["pretrain_seed"] for r in arm}, key=str)
+            means = np.array([np.mean([r["miou"] for r in arm if r["pretrain_seed"] == s]) for s in seeds])
+            values = np.array([r["miou"] for r in arm])
+            sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            spread = math.sqrt(sd ** 2 + random.std(ddof=1) ** 2)
+            gain = float(values.mean() - random.mean())
+            out.append({"evaluation": evaluation, "kind": kind, "images_seen": length, "pretrain_seeds": len(seeds),
+                        "runs": len(values), "miou_mean": round(float(values.mean()), 4), "miou_sd": round(sd, 4),
+                        "seed_means": " ".join(f"{m:.3f}" for m in means),
+                        "gain_over_random": round(gain, 4) if kind != "random" else 0.0,
+                        "beyond_2sd": bool(kind != "random" and gain > 2 * spread)})
+    return out
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "encoder":
+        run, dest = args
+        save_backbone(load_segmentation_model(run).backbone, dest)
+    elif command == "table":
+        out, dest = Path(args[0]), Path(args[1])
+        dest.mkdir(parents=True, exist_ok=True)
+        rows = table(out)
+        atomic_write_csv(rows, dest / "results.csv")
+        atomic_write_csv(summary(rows), dest / "summary.csv")
+        plot_gain_vs_images(rows).savefig(dest / "gain_vs_images.png", dpi=120)
+        for s in summary(rows):
+            print(s)
+    else:
+        sys.exit(__doc__)
