@@ -237,5 +237,6 @@ def _run_cli(config: PretrainConfig) -> int:
     result = pretrain(config)
     last = result.history[-1] if result.history else {}
     if is_main_process():
-        print(f"done: {result.run_dir} (step {last.get('step')}, loss {last.get('loss', math.nan):.4f})")
+        state = "done" if (result.run_dir / "done.json").is_file() else "paused (continue with --resume)"
+        print(f"{state}: {result.run_dir} (step {last.get('step')}, loss {last.get('loss', math.nan):.4f})")
     return 0
