@@ -116,22 +116,20 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
     if not seeds or not lr_grid or not label_fractions or not arms:
         raise ValueError("arms, seeds, lr_grid and label_fractions must each name at least one value")
     if config.data == "synthetic":   # generate it once here, not in every worker at the same time
-        resolve_data_root(config.data, config.data_root, config.dataset)
+        resolve_data_root(config.data, config.data_root, config.embedded)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(arm, init, fraction) for arm, init in arms.items() for fraction in label_fractions]
     bar = tqdm(total=len(cells) * (len(lr_grid) + len(seeds)), desc="experiment", unit="run", disable=not progress)
 
-    def folder(arm, fraction):
-        return out / arm / f"labels{fraction:g}"
-
-    def subset(seed):
-        return seed if subset_per_seed else config.subset_seed
+    def run(cell, lr: float, seed: int, eval_on: str, name: str) -> FinetuneConfig:
+        arm, init, fraction = cell
+        return dataclasses.replace(config, init=init, label_fraction=fraction, lr=lr, seed=seed, eval_on=eval_on,
+                                   subset_seed=seed if subset_per_seed else config.subset_seed,
+                                   out_dir=str(out / arm / f"labels{fraction:g}" / name))
 
     trials = [(cell, lr) for cell in cells for lr in lr_grid]
-    scores = _run_all([dataclasses.replace(config, init=init, label_fraction=fraction, lr=lr, seed=seeds[0],
-                                           subset_seed=subset(seeds[0]), eval_on="holdout", out_dir=str(folder(arm, fraction) / f"select-lr{lr:g}"))
-                       for (arm, init, fraction), lr in trials], jobs, bar)
+    scores = _run_all([run(cell, lr, seeds[0], "holdout", f"select-lr{lr:g}") for cell, lr in trials], jobs, bar)
     selection = [{"arm": arm, "init": init, "label_fraction": fraction, "n_train": r["n_train"], "lr": lr,
                   "holdout_miou": r["miou"], "run_dir": r["run_dir"]}
                  for ((arm, init, fraction), lr), r in zip(trials, scores)]
@@ -140,15 +138,12 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
         tried = [s for s in selection if (s["arm"], s["label_fraction"]) == (cell[0], cell[2])]
         best[cell] = max(tried, key=lambda s: -math.inf if math.isnan(s["holdout_miou"]) else s["holdout_miou"])["lr"]
 
-    finals = [(cell, seed) for cell in cells for seed in seeds]
-    results = _run_all([dataclasses.replace(config, init=init, label_fraction=fraction, lr=best[(arm, init, fraction)],
-                                            seed=seed, subset_seed=subset(seed), eval_on="val", out_dir=str(folder(arm, fraction) / f"seed{seed}"))
-                        for (arm, init, fraction), seed in finals], jobs, bar)
-    rows = [{"arm": arm, "init": init, **pretraining_of(init), "label_fraction": fraction, "n_train": r["n_train"],
-             "seed": seed, "subset_seed": subset(seed), "lr": best[(arm, init, fraction)], "miou": r["miou"],
-             "pixel_acc": r["pixel_acc"],
-             "run_dir": r["run_dir"]}
-            for ((arm, init, fraction), seed), r in zip(finals, results)]
+    finals = [run(cell, best[cell], seed, "val", f"seed{seed}") for cell in cells for seed in seeds]
+    results = _run_all(finals, jobs, bar)
+    rows = [{"arm": arm, "init": c.init, **pretraining_of(c.init), "label_fraction": c.label_fraction,
+             "n_train": r["n_train"], "seed": c.seed, "subset_seed": c.subset_seed, "lr": c.lr, "miou": r["miou"],
+             "pixel_acc": r["pixel_acc"], "run_dir": r["run_dir"]}
+            for (arm, _, _), c, r in zip((cell for cell in cells for _ in seeds), finals, results)]
     bar.close()
     from byol_lite.segmentation.viz import plot_label_efficiency
 
@@ -162,8 +157,7 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
 
 
 _TYPES = {"pretrain_steps": float, "label_fraction": float, "n_train": int, "seed": int, "subset_seed": int,
-          "lr": float, "miou": float,
-          "pixel_acc": float, "holdout_miou": float}
+          "lr": float, "miou": float, "pixel_acc": float, "holdout_miou": float}
 
 
 def read_results(out_dir: str | Path, table: str = "results") -> list[dict]:

@@ -19,6 +19,7 @@ from byol_lite.config import AT_LEAST_1, IMAGE_SIDE, NON_NEGATIVE, POSITIVE, Ran
 from byol_lite.data.fingerprint import dataset_fingerprint
 from byol_lite.data.labeled import SeededItems, labeled_split, labeled_splits
 from byol_lite.data.palette import IGNORE_INDEX
+from byol_lite.data.synthetic import DATASETS
 from byol_lite.data.transforms import normalize, train_transforms
 from byol_lite.data.voc import resolve_source
 from byol_lite.method.optim import build_optimizer
@@ -44,8 +45,8 @@ class FinetuneConfig(RunConfig):
                                "is given, else synthetic)", ["auto", "synthetic", "voc"])
     data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (required for voc; for synthetic, where "
                                             "to generate it, default data/)")
-    dataset: str = option("shapes", "the embedded set data=synthetic reads: shapes, or objects (classes that "
-                                    "vary only as BYOL's views do)", ["shapes", "objects"])
+    embedded: str = option("shapes", "the embedded set data=synthetic reads: shapes, or objects (classes that "
+                                     "vary only as BYOL's views do)", list(DATASETS))
     train_split: str = option("train", "labeled split to train on (e.g. train, train_aug)")
     val_split: str = option("val", "split for the reported evaluation")
     init: str = option("random", "backbone start: random, byol (runs/pretrain), a pretraining run folder, "
@@ -89,7 +90,7 @@ class FinetuneConfig(RunConfig):
                                    valid=NON_NEGATIVE)
 
     def __post_init__(self):
-        self.data = resolve_source(self.data, self.data_root)    # run folders record what was read
+        self.data = resolve_source(self.data, self.data_root, self.embedded)    # run folders record what was read
         super().__post_init__()
         if self.scale_max < self.scale_min:
             raise ValueError(f"parameter 'scale_max' is {self.scale_max}; valid range: >= scale_min ({self.scale_min})")
@@ -120,7 +121,7 @@ def _datasets(config: FinetuneConfig, train_dataset, val_dataset):
         raise ValueError("pass both train_dataset and val_dataset, or neither (to use config.data)")
     if train_dataset is None:
         train_dataset, val_dataset = labeled_splits(config.data, config.data_root, config.train_split,
-                                                    config.val_split, dataset=config.dataset)
+                                                    config.val_split, embedded=config.embedded)
     labels = getattr(train_dataset, "num_classes", None)
     num_classes = config.num_classes or labels or 21
     if labels is not None and num_classes < labels:

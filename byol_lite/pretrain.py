@@ -17,6 +17,7 @@ import torch
 from byol_lite.config import (AT_LEAST_1, IMAGE_SIDE, NON_NEGATIVE, POSITIVE, UNIT, ParameterError, Range, RunConfig,
                               add_command, option, probability)
 from byol_lite.data.fingerprint import dataset_fingerprint
+from byol_lite.data.synthetic import DATASETS
 from byol_lite.data.unlabeled import in_memory, unlabeled_dataset
 from byol_lite.data.voc import resolve_source
 from byol_lite.method.augment import BYOLAugment, paper_views
@@ -42,8 +43,8 @@ class PretrainConfig(RunConfig):
                        ["auto", "synthetic", "voc", "folder"])
     data_root: Optional[str] = option(None, "folder containing VOCdevkit/ (voc), the image folder (folder), "
                                             "or where to generate the synthetic set (default data/)")
-    dataset: str = option("shapes", "the embedded set data=synthetic reads: shapes, or objects (classes that "
-                                    "vary only as BYOL's views do)", ["shapes", "objects"])
+    embedded: str = option("shapes", "the embedded set data=synthetic reads: shapes, or objects (classes that "
+                                     "vary only as BYOL's views do)", list(DATASETS))
     data_split: Optional[str] = option(None, "VOC list to take images from (default trainval; e.g. train_aug)")
     backbone: str = option("resnet18", "torchvision ResNet", ["resnet18", "resnet34", "resnet50"])
     stem: str = option("auto", "small = 3x3 stride-1 stem without max-pool (auto: small for <= 96 px)",
@@ -95,7 +96,7 @@ class PretrainConfig(RunConfig):
                                       "snapshots/backbone-<images>.pt, comma-separated (e.g. 38400,153600,614400)")
 
     def __post_init__(self):
-        self.data = resolve_source(self.data, self.data_root)    # run folders record what was read
+        self.data = resolve_source(self.data, self.data_root, self.embedded)    # run folders record what was read
         super().__post_init__()
         self.snapshot_images = ",".join(map(str, self.snapshots()))
 
@@ -138,6 +139,24 @@ def snapshot_path(run_dir, images: int) -> Path:
     return Path(run_dir) / "snapshots" / f"backbone-{images}.pt"
 
 
+def _warn_unreachable(snapshots, folder, start: int, total: int, batch_size: int) -> None:
+    """Warns of ``snapshot_images`` a run will not write: seen before the step it resumes from (and not on
+    disk), or past its last step."""
+    missed = [n for n in snapshots if n > total * batch_size
+              or n <= start * batch_size and not snapshot_path(folder, n).is_file()]
+    if missed:
+        warnings.warn(f"snapshot_images {missed} will not be written: seen before step {start}, where this run "
+                      f"resumes, or past its last step ({total})", RuntimeWarning)
+
+
+def _write_snapshots(encoder, folder, snapshots, done: int, batch_size: int) -> None:
+    """Each snapshot is written by the step whose images first reach its count, at once: that step's weights
+    (a reference kept for later would hold the weights of the end of the run)."""
+    for seen in snapshots:
+        if (done - 1) * batch_size < seen <= done * batch_size:
+            save_backbone(encoder, snapshot_path(folder, seen))
+
+
 def load_size(image_size: int) -> int:
     """Images are stored a little larger than the views, so small crops keep some detail."""
     return round(image_size * 1.25)
@@ -175,7 +194,7 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
     config = dataclasses.replace(config, stem=model.encoder.stem)   # record the resolved stem
     images = dataset if dataset is not None else unlabeled_dataset(
         config.data, config.data_root, image_size=load_size(config.image_size), split=config.data_split,
-        dataset=config.dataset)
+        embedded=config.embedded)
     plan = config.schedule(len(images))
     optimizer = build_optimizer(config.optimizer, model.trainable_parameters(), plan.peak_lr, config.weight_decay)
     augment, ctx, total = build_augment(config), trainer.ctx, plan.total_steps
@@ -190,11 +209,8 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
                                                                           config.num_workers, config.progress)
         order = BatchPlan(range(len(images)), config.batch_size, config.seed, trainer.step, trainer.stop, rows,
                           drop_last=True)
-        missed = [n for n in snapshots if n > total * config.batch_size
-                  or n <= trainer.step * config.batch_size and not snapshot_path(trainer.folder.path, n).is_file()]
-        if missed and ctx.is_main:
-            warnings.warn(f"snapshot_images {missed} will not be written: seen before step {trainer.step}, where "
-                          f"this run resumes, or past its last step ({total})", RuntimeWarning)
+        if ctx.is_main:
+            _warn_unreachable(snapshots, trainer.folder.path, trainer.step, total, config.batch_size)
         for step, batch in trainer.steps(_batches(source, order, config.num_workers, trainer.device.type == "cuda")):
             batch = batch.to(trainer.device, non_blocking=True)
             gen = torch.Generator().manual_seed(step_seed(config.seed, step))
@@ -212,9 +228,8 @@ def pretrain(config: PretrainConfig | None = None, dataset=None, **params) -> Ru
                 model.update_target(tau)
 
             done = step + 1
-            for seen in snapshots:    # written by the step that reaches the count, at once: this step's weights
-                if ctx.is_main and (done - 1) * config.batch_size < seen <= done * config.batch_size:
-                    save_backbone(model.encoder, snapshot_path(trainer.folder.path, seen))
+            if ctx.is_main:
+                _write_snapshots(model.encoder, trainer.folder.path, snapshots, done, config.batch_size)
             if done % config.log_every == 0 or done in (1, total):
                 row = {"step": done, "epoch": done / plan.steps_per_epoch, "loss": loss.item(), "tau": tau, "lr": lr,
                        "collapse_std": collapse_std(ctx.gather(out.online_proj)), "images_per_s": trainer.throughput(done)}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # When does BYOL start to pay? The gain over random init as a function of the images BYOL has seen, on the
-# embedded object-prototype set (dataset: objects), with a supervised encoder as the positive control.
+# embedded object-prototype set (embedded: objects), with a supervised encoder as the positive control.
 # 1. Pretraining: the cpu-objects profile (book/params/cpu-objects.yaml, 1,024,000 images) once per seed,
 #    writing the online encoder at 25.6k ... 768k images seen (snapshots of one run: its LR and tau schedules
 #    are set for the whole length); SHORT_SEEDS run the same schedule paused after SHORT_STEPS steps.
@@ -12,8 +12,10 @@
 # Environment: PY (default .venv/bin/python), SEEDS (default "0 1"), SHORT_SEEDS (default none), SHORT_STEPS
 # (default 2400 = 307k images), RUNS (pretraining folders RUNS-sSEED; default runs/pretrain-cpu-objects),
 # OUT (default runs/gain-vs-images), TABLE (default experiments/results/gain-vs-images), PARALLEL (1: the
-# pretraining runs at once, one thread each; default 1). Interrupted? Run it again: everything resumes.
+# pretraining runs at once, one thread each; default 1), JOBS (fine-tuning runs at once; default 2).
+# Interrupted? Run it again: everything resumes.
 set -euo pipefail
+shopt -s nullglob
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-0 1}
 SHORT_SEEDS=${SHORT_SEEDS:-}
@@ -22,6 +24,7 @@ RUNS=${RUNS:-runs/pretrain-cpu-objects}
 OUT=${OUT:-runs/gain-vs-images}
 TABLE=${TABLE:-experiments/results/gain-vs-images}
 PARALLEL=${PARALLEL:-1}
+JOBS=${JOBS:-2}
 mkdir -p "$OUT"
 
 pids=()
@@ -45,11 +48,12 @@ for seed in $SEEDS $SHORT_SEEDS; do
     n=${f##*backbone-}; arms+=(--arm "s$seed-${n%.pt}=$f")
   done
   if [ -f "$RUNS-s$seed/done.json" ]; then
-    n=$("$PY" -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['max_steps'] * c['batch_size'])" \
-        "$RUNS-s$seed/config.json")
+    n=$("$PY" -c "import json,sys; d, c = (json.load(open(f)) for f in sys.argv[1:]); print(d['steps'] * c['batch_size'])" \
+        "$RUNS-s$seed/done.json" "$RUNS-s$seed/config.json")
     arms+=(--arm "s$seed-$n=$RUNS-s$seed/backbone.pt"); longest+=(--arm "s$seed-$n=$RUNS-s$seed/backbone.pt")
   fi
 done
-"$PY" -m byol_lite experiment experiments/gain_vs_images/probe.yaml --out-dir "$OUT/probe" "${arms[@]}"
-"$PY" -m byol_lite experiment experiments/gain_vs_images/finetune.yaml --out-dir "$OUT/finetune" "${longest[@]}"
+"$PY" -m byol_lite experiment experiments/gain_vs_images/probe.yaml --out-dir "$OUT/probe" --jobs "$JOBS" "${arms[@]}"
+"$PY" -m byol_lite experiment experiments/gain_vs_images/finetune.yaml --out-dir "$OUT/finetune" --jobs "$JOBS" \
+  "${longest[@]}"
 "$PY" experiments/gain_vs_images/table.py table "$OUT" "$TABLE"

@@ -17,9 +17,9 @@ def _synthetic(args) -> int:
     from byol_lite.data.synthetic import DEFAULT_SIZES, available_cpus, build_synthetic, is_current, read_manifest
 
     sizes = {k: getattr(args, k) for k in DEFAULT_SIZES if getattr(args, k) is not None}
-    fresh = args.force or not is_current(args.out, args.seed, args.dataset, **sizes)
+    fresh = args.force or not is_current(args.out, args.seed, args.embedded, **sizes)
     t0 = time.perf_counter()
-    out = build_synthetic(args.out, seed=args.seed, force=args.force, dataset=args.dataset, **sizes)
+    out = build_synthetic(args.out, seed=args.seed, force=args.force, embedded=args.embedded, **sizes)
     seconds = time.perf_counter() - t0
     state = f"generated in {seconds:.1f} s (up to {available_cpus()} processes)" if fresh else "up to date (manifest matches)"
     print(f"{out}: {state}")
@@ -54,10 +54,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--all", action="store_true", help="list every problem, not the first 20 of each kind")
     p.set_defaults(func=_check)
 
-    p = sub.add_parser("synthetic", help="generate the embedded default dataset (VOC layout)")
+    p = sub.add_parser("synthetic", help="generate an embedded dataset (VOC layout): shapes, the default, or objects")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (it will contain VOCdevkit/)")
     p.add_argument("--seed", type=bounded("seed", int, NON_NEGATIVE), default=0, help="generator seed (default: 0)")
-    p.add_argument("--dataset", choices=list(DATASETS), default="shapes",
+    p.add_argument("--embedded", choices=list(DATASETS), default="shapes",
                    help="shapes: five shape classes with textures independent of the class (default); objects: "
                         "five object prototypes varied only as BYOL's views vary them")
     for name, default in DEFAULT_SIZES.items():

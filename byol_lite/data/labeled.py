@@ -32,24 +32,24 @@ def labeled_split(ids: Sequence, fraction: float = 1.0, holdout_fraction: float 
     return [ids[i] for i in train], [ids[i] for i in holdout]
 
 
-def resolve_data_root(data: str, data_root: str | None, dataset: str = "shapes") -> Path | str:
-    """The folder containing VOCdevkit/: the embedded synthetic set ``dataset`` (generated on first use) or the
+def resolve_data_root(data: str, data_root: str | None, embedded: str = "shapes") -> Path | str:
+    """The folder containing VOCdevkit/: the embedded set ``embedded`` (generated on first use) or the
     user's VOC."""
     from byol_lite.data.synthetic import ensure_synthetic
 
     if data == "synthetic":
-        return ensure_synthetic(data_root, dataset=dataset)
+        return ensure_synthetic(data_root, embedded=embedded)
     if data_root is None:
         raise ValueError("data=voc needs data_root: the folder that contains VOCdevkit/ (--data-root DIR)")
     return data_root
 
 
-def labeled_splits(data: str, data_root: str | None, *splits: str, dataset: str = "shapes") -> list:
+def labeled_splits(data: str, data_root: str | None, *splits: str, embedded: str = "shapes") -> list:
     """One :class:`~byol_lite.data.voc.VOCSegmentation` per split of the labeled data ``data`` (and, for the
-    embedded set, ``dataset``) names."""
+    embedded set, ``embedded``) names."""
     from byol_lite.data.voc import VOCSegmentation
 
-    root = resolve_data_root(data, data_root, dataset)
+    root = resolve_data_root(data, data_root, embedded)
     return [VOCSegmentation(root, split) for split in splits]
 
 

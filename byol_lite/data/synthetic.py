@@ -207,10 +207,10 @@ def _render_chunk(args) -> np.ndarray:
 
     from byol_lite.data.palette import save_mask
 
-    base, dataset, split, seed, size, start, stop = args
+    base, embedded, split, seed, size, start, stop = args
     base = Path(base)
     counts = np.zeros(256, np.int64)
-    if dataset == "objects":
+    if embedded == "objects":
         prototypes = class_prototypes(seed, len(OBJECT_CLASSES))
         draw = lambda rng: render_objects(rng, size, prototypes)   # noqa: E731
     else:
@@ -232,35 +232,36 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def default_sizes(dataset: str = "shapes") -> dict:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown embedded dataset {dataset!r}; valid: {', '.join(DATASETS)}")
-    return {**DEFAULT_SIZES, **DATASETS[dataset]["sizes"]}
+def default_sizes(embedded: str = "shapes") -> dict:
+    if embedded not in DATASETS:
+        raise ValueError(f"unknown embedded set {embedded!r}; valid: {', '.join(DATASETS)}")
+    return {**DEFAULT_SIZES, **DATASETS[embedded]["sizes"]}
 
 
-def _check_sizes(sizes: dict, dataset: str = "shapes") -> dict:
+def _check_sizes(sizes: dict, embedded: str = "shapes") -> dict:
     unknown = sorted(set(sizes) - set(DEFAULT_SIZES))
     if unknown:
         raise ValueError(f"unknown synthetic size(s) {', '.join(unknown)}; valid: {', '.join(DEFAULT_SIZES)}")
-    out = {**default_sizes(dataset), **{k: int(v) for k, v in sizes.items()}}
+    out = {**default_sizes(embedded), **{k: int(v) for k, v in sizes.items()}}
     for name, valid in SIZE_RANGES.items():
         if out[name] not in valid:
             raise ValueError(f"parameter {name!r} is {out[name]}; valid range: {valid}")
     return out
 
 
-def manifest_for(seed: int, sizes: dict, dataset: str = "shapes") -> dict:
+def manifest_for(seed: int, sizes: dict, embedded: str = "shapes") -> dict:
     """The keys that identify a generated dataset; a stored manifest must match them to be reused."""
-    checked = _check_sizes(sizes, dataset)
-    classes = DATASETS[dataset]["classes"]
-    return {"generator": "byol_lite.data.synthetic", "dataset": dataset, "version": GENERATOR_VERSION,
+    checked = _check_sizes(sizes, embedded)
+    classes = DATASETS[embedded]["classes"]
+    return {"generator": "byol_lite.data.synthetic", "dataset": embedded, "version": GENERATOR_VERSION,
             "seed": int(seed), "sizes": checked, "classes": list(classes),
             "voc_indices": {name: i for i, name in enumerate(classes)}}
 
 
 def read_manifest(folder) -> dict | None:
+    """A generated folder's manifest; one written before the manifests named their set is the shapes set's."""
     try:
-        return json.loads((Path(folder) / "manifest.json").read_text())
+        return {"dataset": "shapes", **json.loads((Path(folder) / "manifest.json").read_text())}
     except (OSError, ValueError):
         return None
 
@@ -269,14 +270,14 @@ def _matches(stored: dict | None, wanted: dict) -> bool:
     return stored is not None and all(stored.get(k) == v for k, v in wanted.items())
 
 
-def _write(tmp: Path, seed: int, sizes: dict, workers: int | None, dataset: str) -> dict:
+def _write(tmp: Path, seed: int, sizes: dict, workers: int | None, embedded: str) -> dict:
     """Writes a complete dataset into ``tmp`` (the folder that will contain VOCdevkit/)."""
     base = tmp / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     counts = {s: np.zeros(256, np.int64) for s in _SPLIT_CODE}
     chunk = 50
-    jobs = [(str(base), dataset, split, seed, sizes["image_size"], a, min(a + chunk, sizes[split]))
+    jobs = [(str(base), embedded, split, seed, sizes["image_size"], a, min(a + chunk, sizes[split]))
             for split in _SPLIT_CODE for a in range(0, sizes[split], chunk)]
     total = sum(sizes[s] for s in _SPLIT_CODE)
     if workers is None:                             # forking costs more than rendering a small set
@@ -296,7 +297,7 @@ def _write(tmp: Path, seed: int, sizes: dict, workers: int | None, dataset: str)
     for name, members in (("train", ids["train"]), ("val", ids["val"]), ("trainval", ids["train"] + ids["val"]),
                           ("unlabeled", ids["unlabeled"])):
         (lists / f"{name}.txt").write_text("".join(f"{i}\n" for i in members))
-    classes = DATASETS[dataset]["classes"]
+    classes = DATASETS[embedded]["classes"]
     (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     shares = {}
     for split in LABELED_SPLITS:
@@ -305,7 +306,7 @@ def _write(tmp: Path, seed: int, sizes: dict, workers: int | None, dataset: str)
         shares[split] = {**{name: round(int(c[i]) / n, 4) for i, name in enumerate(classes)},
                          "ignore (255)": round(int(c[255]) / n, 4)}
     # No timings in the manifest: the same seed must give byte-identical files on every machine.
-    manifest = {**manifest_for(seed, sizes, dataset), "pixel_shares": shares}
+    manifest = {**manifest_for(seed, sizes, embedded), "pixel_shares": shares}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -322,18 +323,18 @@ def _lock(folder: Path):
             os.close(fd)
 
 
-def is_current(folder, seed: int = 0, dataset: str = "shapes", **sizes) -> bool:
-    """Whether ``folder`` holds the dataset of this name, generator version, seed and sizes."""
-    return _matches(read_manifest(folder), manifest_for(seed, sizes, dataset))
+def is_current(folder, seed: int = 0, embedded: str = "shapes", **sizes) -> bool:
+    """Whether ``folder`` holds the embedded set of this name, generator version, seed and sizes."""
+    return _matches(read_manifest(folder), manifest_for(seed, sizes, embedded))
 
 
-def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool = False, dataset: str = "shapes",
+def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool = False, embedded: str = "shapes",
                     **sizes) -> Path:
-    """Generates the embedded set ``dataset`` into ``out`` (which will contain VOCdevkit/) unless its manifest
+    """Generates the embedded set ``embedded`` into ``out`` (which will contain VOCdevkit/) unless its manifest
     matches (name, version, seed, sizes): into a temporary sibling renamed into place, so ``out`` is never
     half-written. Refuses to replace a non-empty folder that is not a synthetic dataset."""
     out = Path(out)
-    wanted = manifest_for(seed, sizes, dataset)
+    wanted = manifest_for(seed, sizes, embedded)
     if not force and _matches(read_manifest(out), wanted):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -349,7 +350,7 @@ def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool 
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)               # mkdtemp's 0700 would make a shared data/ private
         try:
-            _write(tmp, int(seed), wanted["sizes"], workers, dataset)
+            _write(tmp, int(seed), wanted["sizes"], workers, embedded)
             old = None
             if out.exists():
                 old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -363,15 +364,15 @@ def build_synthetic(out, seed: int = 0, workers: int | None = None, force: bool 
     return out
 
 
-def ensure_synthetic(root: str | Path | None = None, seed: int = 0, dataset: str = "shapes", **sizes) -> Path:
-    """The embedded dataset's folder, generated on first use: ``root/synthetic-v<version>-s<seed>`` for shapes,
+def ensure_synthetic(root: str | Path | None = None, seed: int = 0, embedded: str = "shapes", **sizes) -> Path:
+    """The embedded set's folder, generated on first use: ``root/synthetic-v<version>-s<seed>`` for shapes,
     ``root/objects-v<version>-s<seed>`` for objects, sizes appended when not the defaults (a small test set
     never replaces the default one). ``root``: where datasets live (default ``$BYOL_LITE_DATA``, else
     ``<repo>/data``, git-ignored)."""
     if root is None:
         root = os.environ.get("BYOL_LITE_DATA") or Path(__file__).resolve().parents[2] / "data"
-    full = _check_sizes(sizes, dataset)
-    name = f"{'synthetic' if dataset == 'shapes' else dataset}-v{GENERATOR_VERSION}-s{int(seed)}"
-    if full != default_sizes(dataset):
+    full = _check_sizes(sizes, embedded)
+    name = f"{'synthetic' if embedded == 'shapes' else embedded}-v{GENERATOR_VERSION}-s{int(seed)}"
+    if full != default_sizes(embedded):
         name += "-px{image_size}-t{train}-v{val}-u{unlabeled}".format(**full)
-    return build_synthetic(Path(root) / name, seed=seed, dataset=dataset, **sizes)
+    return build_synthetic(Path(root) / name, seed=seed, embedded=embedded, **sizes)

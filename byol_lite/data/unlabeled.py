@@ -154,8 +154,8 @@ def image_files(folder) -> list[Path]:
 
 
 def unlabeled_dataset(source: str = "synthetic", root=None, image_size: int = 64, split: str | None = None,
-                      cache: bool | None = None, workers: int = 0, dataset: str = "shapes") -> UnlabeledImages:
-    """Images for pretraining, labels never read: ``synthetic`` (the embedded set ``dataset``: its train and
+                      cache: bool | None = None, workers: int = 0, embedded: str = "shapes") -> UnlabeledImages:
+    """Images for pretraining, labels never read: ``synthetic`` (the embedded set ``embedded``: its train and
     unlabeled ids, never val, which stays unseen for evaluation), ``voc`` (the ``split`` ids, default trainval) or ``folder`` (every JPEG/PNG
     under ``root``)."""
     from byol_lite.data.voc import read_split, voc_dir
@@ -163,7 +163,7 @@ def unlabeled_dataset(source: str = "synthetic", root=None, image_size: int = 64
     if source == "synthetic":
         from byol_lite.data.synthetic import ensure_synthetic
 
-        droot = ensure_synthetic(root, dataset=dataset)
+        droot = ensure_synthetic(root, embedded=embedded)
         splits = [split] if split else ["train", "unlabeled"]
         if "val" in splits or "trainval" in splits:
             raise ValueError(f"split {split!r}: the synthetic val images are kept out of pretraining; "

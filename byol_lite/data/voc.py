@@ -38,13 +38,18 @@ class DatasetError(ValueError):
         self.problem = problem
 
 
-def resolve_source(data: str, data_root) -> str:
+def resolve_source(data: str, data_root, embedded: str = "shapes") -> str:
     """``auto``: VOC when a ``data_root`` is given, else the embedded set. Passing a VOC folder alone
     switches a run to it; a wrong path then fails in :func:`voc_dir` with the expected tree, rather than
-    quietly generating the embedded set there."""
-    if data != "auto":
-        return data
-    return "synthetic" if data_root is None else "voc"
+    quietly generating the embedded set there. ``embedded`` names an embedded set, so another one than the
+    default with a source other than the embedded one is refused rather than ignored."""
+    source = data if data != "auto" else "synthetic" if data_root is None else "voc"
+    if embedded != "shapes" and source != "synthetic":
+        from byol_lite.config import ParameterError
+
+        raise ParameterError(f"parameter 'embedded' is {embedded!r}, an embedded set, but data is {source!r}: "
+                             "set data to synthetic (data_root: where to generate it), or leave embedded at shapes")
+    return source
 
 
 def voc_dir(root) -> Path:

@@ -97,7 +97,7 @@ def _run_evaluate(args) -> int:
     data_root = args.data_root or cfg.get("data_root")
     split = args.split or cfg.get("val_split", "val")
     [dataset] = labeled_splits(resolve_source(args.data or cfg.get("data", "auto"), data_root), data_root, split,
-                               dataset=cfg.get("dataset", "shapes"))
+                               embedded=cfg.get("embedded", "shapes"))
     metrics = evaluate(model, dataset, device=args.device, precision=args.precision, batch_size=args.batch_size,
                        progress=True)
     names = getattr(dataset, "classes", [str(i) for i in range(len(metrics["iou"]))])

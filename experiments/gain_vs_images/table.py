@@ -39,8 +39,9 @@ def table(out: Path) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    """Per evaluation and length: mean over seeds and subsets, the SD of the pretraining seeds' means, the
-    gain over random init and whether it exceeds 2 SD of the two arms' spreads combined."""
+    """Per evaluation and length: the mean over every run (pretraining seeds x label subsets), the SD over
+    those runs and that of the pretraining seeds' means, the gain over random init, and whether the gain
+    exceeds 2 SD of the two arms' run spreads combined."""
     out = []
     for evaluation in dict.fromkeys(r["evaluation"] for r in rows):
         here = [r for r in rows if r["evaluation"] == evaluation]
@@ -53,9 +54,10 @@ def summary(rows: list[dict]) -> list[dict]:
             sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             spread = math.sqrt(sd ** 2 + random.std(ddof=1) ** 2)
             gain = float(values.mean() - random.mean())
+            seed_sd = float(means.std(ddof=1)) if len(means) > 1 else math.nan
             out.append({"evaluation": evaluation, "kind": kind, "images_seen": length, "pretrain_seeds": len(seeds),
                         "runs": len(values), "miou_mean": round(float(values.mean()), 4), "miou_sd": round(sd, 4),
-                        "seed_means": " ".join(f"{m:.3f}" for m in means),
+                        "seed_means": " ".join(f"{m:.3f}" for m in means), "seed_sd": round(seed_sd, 4),
                         "gain_over_random": round(gain, 4) if kind != "random" else 0.0,
                         "beyond_2sd": bool(kind != "random" and gain > 2 * spread)})
     return out
@@ -70,10 +72,11 @@ if __name__ == "__main__":
         out, dest = Path(args[0]), Path(args[1])
         dest.mkdir(parents=True, exist_ok=True)
         rows = table(out)
+        summarised = summary(rows)
         atomic_write_csv(rows, dest / "results.csv")
-        atomic_write_csv(summary(rows), dest / "summary.csv")
+        atomic_write_csv(summarised, dest / "summary.csv")
         plot_gain_vs_images(rows).savefig(dest / "gain_vs_images.png", dpi=120)
-        for s in summary(rows):
+        for s in summarised:
             print(s)
     else:
         sys.exit(__doc__)
