@@ -138,7 +138,8 @@ def run_experiment(base: FinetuneConfig | dict | None = None, arms: Mapping[str,
         tried = [s for s in selection if (s["arm"], s["label_fraction"]) == (cell[0], cell[2])]
         best[cell] = max(tried, key=lambda s: -math.inf if math.isnan(s["holdout_miou"]) else s["holdout_miou"])["lr"]
 
-    finals = [run(cell, best[cell], seed, "val", f"seed{seed}") for cell in cells for seed in seeds]
+    # named by their LR too: a wider lr_grid that chooses another LR adds runs instead of clashing with the old
+    finals = [run(cell, best[cell], seed, "val", f"seed{seed}-lr{best[cell]:g}") for cell in cells for seed in seeds]
     results = _run_all(finals, jobs, bar)
     rows = [{"arm": arm, "init": c.init, **pretraining_of(c.init), "label_fraction": c.label_fraction,
              "n_train": r["n_train"], "seed": c.seed, "subset_seed": c.subset_seed, "lr": c.lr, "miou": r["miou"],

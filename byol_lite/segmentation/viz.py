@@ -291,13 +291,14 @@ def plot_gain_vs_images(rows: Sequence[dict]) -> Figure:
         if oracle:
             ax.axhline(float(np.mean(oracle)), color="C2", linestyle="--", label="supervised oracle")
         ax.set_xscale("log")
-        ax.set_xticks(lengths, [f"{n / 1000:g}k" if n < 1e6 else f"{n / 1e6:g}M" for n in lengths])
+        ax.set_xticks(lengths, [f"{n / 1000:g}k" if n < 1e6 else f"{n / 1e6:g}M" for n in lengths], rotation=35)
         ax.minorticks_off()
         ax.set_ylim(0, max([1e-3, *oracle, *(m for _, m in dots), *random]) * 1.1)
         ax.set_xlabel("images seen by BYOL (log scale)")
         ax.set_ylabel("val mIoU")
         n_train = here[0]["n_train"]
-        ax.set_title(f"{evaluation}, {n_train} labelled images")
+        name = {"probe": "frozen linear probe", "finetune": "fine-tuned"}.get(evaluation, evaluation)
+        ax.set_title(f"{name}, {n_train} labelled images")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     return fig
