@@ -532,7 +532,7 @@ def test_papermill_typo_fails_with_the_valid_names_and_good_parameters_are_used(
     bad = papermill("-p", "max_step", "10")
     assert bad.returncode != 0
     assert "unknown notebook parameter(s) max_step for PretrainConfig -- max_step (did you mean max_steps?)" \
-        in bad.stderr and "valid parameters are: data, data_root, data_split, backbone" in bad.stderr
+        in bad.stderr and "valid parameters are: data, data_root, embedded, data_split, backbone" in bad.stderr
     good = papermill("-p", "max_steps", "10", "-r", "base_lr", "0.1", "-p", "batch_size", "16")
     assert good.returncode == 0, good.stderr
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
