@@ -36,8 +36,11 @@ DEFAULT_SIZES = {"image_size": 80, "train": 400, "val": 300, "unlabeled": 4000}
 # The embedded sets by name: their classes and what differs from DEFAULT_SIZES. ``shapes`` (the default) draws
 # each class with colours and textures independent of it; ``objects`` (byol_lite.data.objects) makes every class
 # one prototype that varies only as BYOL's views do, with twice the unlabeled images.
-DATASETS = {"shapes": {"classes": SHAPE_CLASSES, "sizes": {}},
-            "objects": {"classes": OBJECT_CLASSES, "sizes": {"unlabeled": 8000}}}
+# ``renderer(seed, size)``: the function drawing one image from its Generator; ``folder``: the folder's prefix.
+DATASETS = {"shapes": {"classes": SHAPE_CLASSES, "sizes": {}, "folder": "synthetic",
+                       "renderer": lambda seed, size: lambda rng: render(rng, size)},
+            "objects": {"classes": OBJECT_CLASSES, "sizes": {"unlabeled": 8000}, "folder": "objects",
+                        "renderer": lambda seed, size: _objects_renderer(seed, size)}}
 SIZE_RANGES = {"image_size": Range(16, 512), "train": Range(1), "val": Range(1), "unlabeled": Range(0)}
 LABELED_SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 1, "val": 2, "unlabeled": 3}
@@ -196,6 +199,12 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), label
 
 
+def _objects_renderer(seed: int, size: int):
+    """The object-prototype set's drawing function: the classes' prototypes made once, for every image."""
+    prototypes = class_prototypes(seed, len(OBJECT_CLASSES))
+    return lambda rng: render_objects(rng, size, prototypes)
+
+
 # --------------------------------------------------------------------------- writing
 def image_id(split: str, index: int) -> str:
     return f"{split}_{index:05d}"
@@ -210,11 +219,7 @@ def _render_chunk(args) -> np.ndarray:
     base, embedded, split, seed, size, start, stop = args
     base = Path(base)
     counts = np.zeros(256, np.int64)
-    if embedded == "objects":
-        prototypes = class_prototypes(seed, len(OBJECT_CLASSES))
-        draw = lambda rng: render_objects(rng, size, prototypes)   # noqa: E731
-    else:
-        draw = lambda rng: render(rng, size)                        # noqa: E731
+    draw = DATASETS[embedded]["renderer"](seed, size)
     for i in range(start, stop):
         img, label = draw(np.random.default_rng([seed, _SPLIT_CODE[split], i]))
         name = image_id(split, i)
@@ -372,7 +377,7 @@ def ensure_synthetic(root: str | Path | None = None, seed: int = 0, embedded: st
     if root is None:
         root = os.environ.get("BYOL_LITE_DATA") or Path(__file__).resolve().parents[2] / "data"
     full = _check_sizes(sizes, embedded)
-    name = f"{'synthetic' if embedded == 'shapes' else embedded}-v{GENERATOR_VERSION}-s{int(seed)}"
+    name = f"{DATASETS[embedded]['folder']}-v{GENERATOR_VERSION}-s{int(seed)}"
     if full != default_sizes(embedded):
         name += "-px{image_size}-t{train}-v{val}-u{unlabeled}".format(**full)
     return build_synthetic(Path(root) / name, seed=seed, embedded=embedded, **sizes)
