@@ -156,7 +156,8 @@ def image_files(folder) -> list[Path]:
 def unlabeled_dataset(source: str = "synthetic", root=None, image_size: int = 64, split: str | None = None,
                       cache: bool | None = None, workers: int = 0, embedded: str = "shapes") -> UnlabeledImages:
     """Images for pretraining, labels never read: ``synthetic`` (the embedded set ``embedded``: its train and
-    unlabeled ids, never val, which stays unseen for evaluation), ``voc`` (the ``split`` ids, default trainval) or ``folder`` (every JPEG/PNG
+    unlabeled ids, never val, which stays unseen for evaluation), ``voc`` (the ``split`` ids, default
+    trainval) or ``folder`` (every JPEG/PNG
     under ``root``)."""
     from byol_lite.data.voc import read_split, voc_dir
 
