@@ -157,8 +157,7 @@ def unlabeled_dataset(source: str = "synthetic", root=None, image_size: int = 64
                       cache: bool | None = None, workers: int = 0, embedded: str = "shapes") -> UnlabeledImages:
     """Images for pretraining, labels never read: ``synthetic`` (the embedded set ``embedded``: its train and
     unlabeled ids, never val, which stays unseen for evaluation), ``voc`` (the ``split`` ids, default
-    trainval) or ``folder`` (every JPEG/PNG
-    under ``root``)."""
+    trainval) or ``folder`` (every JPEG/PNG under ``root``)."""
     from byol_lite.data.voc import read_split, voc_dir
 
     if source == "synthetic":
