@@ -6,8 +6,9 @@
 #    are set for the whole length); SHORT_SEEDS run the same schedule paused after SHORT_STEPS steps.
 # 2. The oracle: random init fine-tuned on all 320 labelled pool images (the ceiling, and with its encoder
 #    probed at 16 labels, the most a frozen encoder can give).
-# 3. The frozen probe of every encoder (experiments/gain_vs_images/probe.yaml) and fine-tuning of random init
-#    and the longest encoders (finetune.yaml), then the table and plot (table.py).
+# 3. The frozen probe of every encoder (experiments/gain_vs_images/probe.yaml), fine-tuning of random init
+#    and the longest encoders (finetune.yaml), the probe of those and the oracle at 4, 64 and 320 labels
+#    (labels.yaml), then the tables and plots (table.py).
 #   2-core CPU: SEEDS="0 1" SHORT_SEEDS="2" experiments/gain_vs_images.sh   (two 1-thread runs at once)
 # Environment: PY (default .venv/bin/python), SEEDS (default "0 1"), SHORT_SEEDS (default none), SHORT_STEPS
 # (default 2400 = 307k images), RUNS (pretraining folders RUNS-sSEED; default runs/pretrain-cpu-objects),
@@ -56,4 +57,6 @@ done
 "$PY" -m byol_lite experiment experiments/gain_vs_images/probe.yaml --out-dir "$OUT/probe" --jobs "$JOBS" "${arms[@]}"
 "$PY" -m byol_lite experiment experiments/gain_vs_images/finetune.yaml --out-dir "$OUT/finetune" --jobs "$JOBS" \
   "${longest[@]}"
+"$PY" -m byol_lite experiment experiments/gain_vs_images/labels.yaml --out-dir "$OUT/labels" --jobs "$JOBS" \
+  --arm oracle="$OUT/oracle-backbone.pt" "${longest[@]}"
 "$PY" experiments/gain_vs_images/table.py table "$OUT" "$TABLE"

@@ -149,8 +149,41 @@ def test_the_curves_profile_and_experiment_files_load_and_name_the_objects_set()
     assert max(profile.snapshots()) < total and total >= 30 * min(profile.snapshots())   # lengths span >= 30x
     oracle = from_params(FinetuneConfig, load_yaml_params(root / "experiments/gain_vs_images/oracle.yaml"))
     assert (oracle.embedded, oracle.init, oracle.label_fraction) == ("objects", "random", 1.0)
-    for name in ("probe", "finetune"):
-        spec = load_experiment_file(root / f"experiments/gain_vs_images/{name}.yaml")
+    specs = {name: load_experiment_file(root / f"experiments/gain_vs_images/{name}.yaml")
+             for name in ("probe", "finetune", "labels")}
+    for name, spec in specs.items():
         recipe = from_params(FinetuneConfig, spec["recipe"])
         assert recipe.embedded == "objects" and recipe.width == profile.width and spec["subset_per_seed"]
-        assert recipe.freeze_backbone == (name == "probe")
+        assert recipe.freeze_backbone == (name != "finetune")
+    # the label-efficiency runs are the curve's probe at 4, 64 and 320 of the 320 pool images
+    assert specs["labels"]["recipe"] == specs["probe"]["recipe"]
+    assert [round(f * 320) for f in specs["labels"]["label_fractions"]] == [4, 64, 320]
+
+
+def test_the_curves_table_keeps_stored_runs_and_replaces_rerun_ones(tmp_path):
+    """table.py merges an earlier session's stored rows (their run folders are not shipped) with the runs in
+    OUT: a rerun replaces its stored row instead of counting twice, other stored rows are kept, in order."""
+    import importlib.util
+    from pathlib import Path
+
+    from byol_lite.checkpoint import atomic_write_csv
+
+    path = Path(__file__).resolve().parents[1] / "experiments/gain_vs_images/table.py"
+    spec = importlib.util.spec_from_file_location("gain_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def row(arm, subset, miou, evaluation="probe"):
+        return {"evaluation": evaluation, "arm": arm, **table.arm_fields(arm), "label_fraction": 0.05,
+                "n_train": 16, "subset_seed": subset, "lr": 0.01, "miou": miou, "pixel_acc": 0.8}
+
+    stored = [row("s0-25600", 0, 0.17), row("s0-25600", 1, 0.16), row("random", 0, 0.15),
+              row("random", 0, 0.25, "finetune")]
+    atomic_write_csv(stored, tmp_path / "results.csv")
+    fresh = [row("s0-25600", 1, 0.19), row("s2-51200", 0, 0.18)]
+    merged = table.merged(fresh, tmp_path / "results.csv")
+    assert [(r["evaluation"], r["arm"], r["subset_seed"], r["miou"]) for r in merged] == [
+        ("probe", "random", 0, 0.15), ("probe", "s0-25600", 0, 0.17), ("probe", "s0-25600", 1, 0.19),
+        ("probe", "s2-51200", 0, 0.18), ("finetune", "random", 0, 0.25)]
+    assert merged[1]["pretrain_seed"] == 0 and merged[1]["images_seen"] == 25600
+    assert table.merged(fresh, tmp_path / "absent.csv") == fresh

@@ -2,7 +2,10 @@
 
 python table.py encoder FINETUNE_RUN OUT.pt   the backbone of a fine-tuned model, as an init= file
 python table.py table OUT TABLE_DIR           OUT/{probe,finetune}/results.csv -> TABLE_DIR/results.csv,
-                                              summary.csv and gain_vs_images.png
+                                              summary.csv and gain_vs_images.png; with OUT/labels/results.csv
+                                              also label_efficiency.csv and .png
+Runs already in TABLE_DIR/results.csv and not in OUT are kept (their run folders, from an earlier session, are
+not shipped); a run in OUT replaces its stored row.
 Arms are named ``random``, ``oracle`` or ``s<pretraining seed>-<images seen>``.
 """
 import math
@@ -15,7 +18,7 @@ from byol_lite.checkpoint import atomic_write_csv
 from byol_lite.experiment import read_results
 from byol_lite.method.backbones import save_backbone
 from byol_lite.segmentation.model import load_segmentation_model
-from byol_lite.segmentation.viz import plot_gain_vs_images
+from byol_lite.segmentation.viz import plot_gain_vs_images, plot_label_efficiency
 
 
 def arm_fields(arm: str) -> dict:
@@ -36,6 +39,26 @@ def table(out: Path) -> list[dict]:
                          "subset_seed": r["subset_seed"], "lr": r["lr"], "miou": round(r["miou"], 4),
                          "pixel_acc": round(r["pixel_acc"], 4)})
     return rows
+
+
+def merged(rows: list[dict], stored: Path) -> list[dict]:
+    """The stored table's runs that OUT does not hold and OUT's runs, in the table's order."""
+    key = lambda r: (r["evaluation"], r["arm"], r["label_fraction"], r["subset_seed"])
+    fresh = {key(r) for r in rows}
+    kept = [{**r, **arm_fields(r["arm"])} for r in read_results(stored.parent, stored.stem)] if stored.is_file() else []
+    order = lambda r: (r["evaluation"] != "probe", ("random", "oracle", "byol").index(r["kind"]), r["images_seen"],
+                       str(r["pretrain_seed"]), r["label_fraction"], r["subset_seed"])
+    return sorted([r for r in kept if key(r) not in fresh] + rows, key=order)
+
+
+def label_efficiency(out: Path, curve: list[dict]) -> list[dict]:
+    """The probe at every label budget: OUT/labels' runs and, at 16 labels, the curve's probe runs of the same
+    arms."""
+    rows = [{"evaluation": "probe", "arm": r["arm"], **arm_fields(r["arm"]), "label_fraction": r["label_fraction"],
+             "n_train": r["n_train"], "subset_seed": r["subset_seed"], "lr": r["lr"], "miou": round(r["miou"], 4),
+             "pixel_acc": round(r["pixel_acc"], 4)} for r in read_results(out / "labels")]
+    arms = {r["arm"] for r in rows}
+    return rows + [r for r in curve if r["evaluation"] == "probe" and r["arm"] in arms]
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -71,12 +94,18 @@ if __name__ == "__main__":
     elif command == "table":
         out, dest = Path(args[0]), Path(args[1])
         dest.mkdir(parents=True, exist_ok=True)
-        rows = table(out)
+        rows = merged(table(out), dest / "results.csv")
         summarised = summary(rows)
         atomic_write_csv(rows, dest / "results.csv")
         atomic_write_csv(summarised, dest / "summary.csv")
         plot_gain_vs_images(rows).savefig(dest / "gain_vs_images.png", dpi=120)
         for s in summarised:
             print(s)
+        if (out / "labels" / "results.csv").is_file():
+            labels = label_efficiency(out, rows)
+            atomic_write_csv(labels, dest / "label_efficiency.csv")
+            figure = plot_label_efficiency(labels)
+            figure.axes[0].set_title("frozen linear probe, by label budget")
+            figure.savefig(dest / "label_efficiency.png", dpi=120)
     else:
         sys.exit(__doc__)
