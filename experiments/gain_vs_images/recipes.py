@@ -9,9 +9,8 @@ a result; the subsets' SD under the base recipe is about 0.02. Finished runs are
 import sys
 from pathlib import Path
 
-import yaml
-
 from byol_lite.checkpoint import atomic_write_csv
+from byol_lite.experiment import load_experiment_file
 from byol_lite.finetune import finetune
 
 HERE = Path(__file__).parent
@@ -27,7 +26,7 @@ VARIANTS = {
 
 
 def main(out: Path, table_dir: Path) -> None:
-    recipe = yaml.safe_load((HERE / "finetune.yaml").read_text())["recipe"]
+    recipe = load_experiment_file(HERE / "finetune.yaml")["recipe"]
     rows = []
     for variant, (changes, *lrs) in VARIANTS.items():
         for arm, init, lr in zip(("random", "byol"), ("random", BYOL), lrs):

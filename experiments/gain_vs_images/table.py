@@ -28,17 +28,16 @@ def arm_fields(arm: str) -> dict:
     return {"kind": "byol", "pretrain_seed": int(seed), "images_seen": int(images)}
 
 
+def runs(folder: Path, evaluation: str) -> list[dict]:
+    """An experiment folder's runs as table rows."""
+    return [{"evaluation": evaluation, "arm": r["arm"], **arm_fields(r["arm"]), "label_fraction": r["label_fraction"],
+             "n_train": r["n_train"], "subset_seed": r["subset_seed"], "lr": r["lr"], "miou": round(r["miou"], 4),
+             "pixel_acc": round(r["pixel_acc"], 4)} for r in read_results(folder)]
+
+
 def table(out: Path) -> list[dict]:
-    rows = []
-    for evaluation in ("probe", "finetune"):
-        if not (out / evaluation / "results.csv").is_file():
-            continue
-        for r in read_results(out / evaluation):
-            rows.append({"evaluation": evaluation, "arm": r["arm"], **arm_fields(r["arm"]),
-                         "label_fraction": r["label_fraction"], "n_train": r["n_train"],
-                         "subset_seed": r["subset_seed"], "lr": r["lr"], "miou": round(r["miou"], 4),
-                         "pixel_acc": round(r["pixel_acc"], 4)})
-    return rows
+    return [row for evaluation in ("probe", "finetune") if (out / evaluation / "results.csv").is_file()
+            for row in runs(out / evaluation, evaluation)]
 
 
 def merged(rows: list[dict], stored: Path) -> list[dict]:
@@ -54,9 +53,7 @@ def merged(rows: list[dict], stored: Path) -> list[dict]:
 def label_efficiency(out: Path, curve: list[dict]) -> list[dict]:
     """The probe at every label budget: OUT/labels' runs and, at 16 labels, the curve's probe runs of the same
     arms."""
-    rows = [{"evaluation": "probe", "arm": r["arm"], **arm_fields(r["arm"]), "label_fraction": r["label_fraction"],
-             "n_train": r["n_train"], "subset_seed": r["subset_seed"], "lr": r["lr"], "miou": round(r["miou"], 4),
-             "pixel_acc": round(r["pixel_acc"], 4)} for r in read_results(out / "labels")]
+    rows = runs(out / "labels", "probe")
     arms = {r["arm"] for r in rows}
     return rows + [r for r in curve if r["evaluation"] == "probe" and r["arm"] in arms]
 
